@@ -1,0 +1,67 @@
+"""The application factory: ``create_app(config)``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from .auth import KEY_CACHE, KeyCache, auth_middleware
+from .config import Config
+from .db import Database, Queries, create_pool
+from .embedded_pg import default_cluster
+from .middleware import request_middleware
+from .routes import health, users
+from .state import CONFIG, DB, HTTP, LIFECYCLE, Lifecycle
+
+log = structlog.get_logger(__name__)
+
+
+def resolve_dsn(config: Config) -> str:
+    """The configured DSN, or the embedded cluster's when it is empty."""
+    return config.database.dsn or default_cluster(config.database.embedded_dir).dsn()
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    pool = await create_pool(
+        resolve_dsn(config), minsize=config.database.pool_min, maxsize=config.database.pool_max
+    )
+    app[DB] = Database(pool, Queries.load())
+    yield
+    pool.close()
+    await pool.wait_closed()
+
+
+async def _http_client(app: web.Application) -> AsyncIterator[None]:
+    upstream = app[CONFIG].upstream
+    timeout = aiohttp.ClientTimeout(
+        total=None, connect=upstream.connect_timeout, sock_connect=upstream.connect_timeout
+    )
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector, raise_for_status=False) as session:
+        app[HTTP] = session
+        yield
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    app[LIFECYCLE].draining = True
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(
+        middlewares=[request_middleware, auth_middleware],
+        client_max_size=config.security.max_request_bytes,
+    )
+    app[CONFIG] = config
+    app[LIFECYCLE] = Lifecycle()
+    app[KEY_CACHE] = KeyCache()
+    app.cleanup_ctx.extend([_database, _http_client])
+    app.on_shutdown.append(_on_shutdown)
+    health.setup(app)
+    users.setup(app)
+    if not config.security.token_encryption_key:
+        log.warning("tokens_stored_in_clear", hint="set security.token_encryption_key")
+    return app

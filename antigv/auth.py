@@ -1,0 +1,124 @@
+"""API-key authentication: a middleware with a small in-process cache.
+
+The hot path must not hit the database on every request, yet a regenerated key
+or a disabled user must stop working at once here and within
+``CACHE_TTL`` seconds on every other instance. Entries (negative ones too) live
+at most that long; this instance evicts a user's entries when it changes them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from .db import Database
+from .errors import Forbidden, NotFound, Unauthorized
+from .keys import is_admin_key, key_digest
+from .state import CONFIG, DB, PRINCIPAL, Principal
+
+CACHE_TTL = 5.0
+CACHE_SIZE = 10_000
+
+PUBLIC = "public"
+USER = "user"
+ADMIN = "admin"
+
+
+def access(level: str) -> Callable[[Callable], Callable]:
+    """Mark a handler's access level; unmarked handlers need a user key."""
+
+    def mark(handler: Callable) -> Callable:
+        handler.access = level  # type: ignore[attr-defined]
+        return handler
+
+    return mark
+
+
+class KeyCache:
+    """digest -> (principal or None, expiry). LRU-bounded."""
+
+    def __init__(self, ttl: float = CACHE_TTL, size: int = CACHE_SIZE) -> None:
+        self._ttl = ttl
+        self._size = size
+        self._entries: OrderedDict[bytes, tuple[Principal | None, float]] = OrderedDict()
+
+    def get(self, digest: bytes) -> tuple[bool, Principal | None]:
+        entry = self._entries.get(digest)
+        if entry is None or entry[1] < time.monotonic():
+            return False, None
+        return True, entry[0]
+
+    def put(self, digest: bytes, principal: Principal | None) -> None:
+        self._entries[digest] = (principal, time.monotonic() + self._ttl)
+        self._entries.move_to_end(digest)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def evict_user(self, user_id: int) -> None:
+        stale = [d for d, (p, _) in self._entries.items() if p is not None and p.user_id == user_id]
+        for digest in stale:
+            del self._entries[digest]
+
+
+KEY_CACHE = web.AppKey("key_cache", KeyCache)
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+async def resolve_key(db: Database, cache: KeyCache, key: str) -> Principal | None:
+    digest = key_digest(key)
+    hit, principal = cache.get(digest)
+    if hit:
+        return principal
+    row = await db.one("user_by_key_hash", key_hash=digest)
+    principal = None
+    if row is not None and row["status"] == 1:
+        principal = Principal(
+            user_id=row["user_id"], is_admin=False, name=row["name"], prefer_shared=row["prefer_shared"]
+        )
+    cache.put(digest, principal)
+    return principal
+
+
+async def authenticate(request: web.Request) -> Principal:
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key")
+    app = request.app
+    if is_admin_key(token, app[CONFIG].security.admin_api_key):
+        return Principal(user_id=None, is_admin=True, name="admin")
+    principal = await resolve_key(app[DB], app[KEY_CACHE], token)
+    if principal is None:
+        raise Unauthorized("invalid API key")
+    return principal
+
+
+@web.middleware
+async def auth_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    # Unknown routes and wrong methods answer 404/405 before asking for a key.
+    if request.match_info.http_exception is not None:
+        return await handler(request)
+    level = getattr(request.match_info.handler, "access", USER)
+    if level != PUBLIC:
+        principal = await authenticate(request)
+        if level == ADMIN and not principal.is_admin:
+            raise Forbidden("this endpoint needs the admin key", code="admin_required")
+        request[PRINCIPAL] = principal
+    return await handler(request)
+
+
+def require_self_or_admin(principal: Principal, user_id: int) -> None:
+    """Another user's data is a 404: its existence is not revealed."""
+    if not principal.is_admin and principal.user_id != user_id:
+        raise NotFound("user not found")

@@ -1,0 +1,233 @@
+"""The ``antigv`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg2
+
+from . import users
+from .config import Config, ConfigError, config_path, load_config
+from .db import Database, Queries, QueryError, create_pool, migrate, sql_dir
+from .embedded_pg import EmbeddedError, default_cluster
+from .errors import ApiError
+from .logs import configure_logging
+
+
+def _example_config() -> Path:
+    for candidate in (sql_dir().parent / "config.toml.example", Path("config.toml.example")):
+        if candidate.exists():
+            return candidate
+    raise ConfigError("config.toml.example not found")
+
+
+def render_config(example: str) -> str:
+    """The example with fresh secrets filled in."""
+    admin_key = "sk-admin-" + secrets.token_urlsafe(32)
+    encryption_key = base64.b64encode(secrets.token_bytes(32)).decode()
+    text = re.sub(r"(?m)^admin_api_key\s*=.*$", f'admin_api_key = "{admin_key}"', example)
+    return re.sub(r"(?m)^token_encryption_key\s*=.*$", f'token_encryption_key = "{encryption_key}"', text)
+
+
+def cmd_init_config(args: argparse.Namespace) -> int:
+    target = Path(args.path or args.config or os.environ.get("ANTIGV_CONFIG") or "config.toml")
+    if target.exists():
+        print(f"antigv: {target} exists; not overwriting it", file=sys.stderr)
+        return 1
+    target.write_text(render_config(_example_config().read_text(encoding="utf-8")), encoding="utf-8")
+    target.chmod(0o600)
+    print(f"wrote {target} with a fresh admin key and token encryption key")
+    return 0
+
+
+def database_dsn(config: Config) -> str:
+    """The DSN to use; with none configured, the embedded cluster (started if needed)."""
+    if config.database.dsn:
+        return config.database.dsn
+    cluster = default_cluster(config.database.embedded_dir)
+    cluster.start()
+    return cluster.dsn()
+
+
+def cmd_migrate(config: Config, args: argparse.Namespace) -> int:
+    applied = asyncio.run(migrate(database_dsn(config)))
+    print(
+        f"migrations applied: {len(applied)}"
+        + (f" ({', '.join(m.name for m in applied)})" if applied else "")
+    )
+    return 0
+
+
+def cmd_db(config: Config, args: argparse.Namespace) -> int:
+    cluster = default_cluster(config.database.embedded_dir)
+    if config.database.dsn and args.action != "url":
+        print("antigv: database.dsn is set, so the embedded cluster is not used", file=sys.stderr)
+        return 1
+    if args.action == "url":
+        print(config.database.dsn or cluster.dsn())
+    elif args.action == "start":
+        cluster.start()
+        print(f"embedded PostgreSQL running in {cluster.root}")
+    elif args.action == "stop":
+        cluster.stop()
+        print("embedded PostgreSQL stopped")
+    else:
+        running = cluster.running()
+        print("running" if running else "stopped")
+        return 0 if running else 3
+    return 0
+
+
+async def _with_db(config: Config, action: Callable[[Database], Awaitable[Any]]) -> Any:
+    pool = await create_pool(database_dsn(config), minsize=1, maxsize=2)
+    try:
+        return await action(Database(pool, Queries.load()))
+    finally:
+        pool.close()
+        await pool.wait_closed()
+
+
+def _print_json(data: Any) -> None:
+    print(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_UTC_Z).decode())
+
+
+def cmd_user(config: Config, args: argparse.Namespace) -> int:
+    actions: dict[str, Callable[[Database], Awaitable[Any]]] = {
+        "create": lambda db: users.create_user(db, args.name or "", int(args.prefer_shared)),
+        "list": lambda db: users.list_users(db, args.limit, args.offset),
+        "regenerate-key": lambda db: users.regenerate_key(db, args.user_id),
+        "disable": lambda db: users.set_status(db, args.user_id, 0),
+        "enable": lambda db: users.set_status(db, args.user_id, 1),
+        "delete": lambda db: users.delete_user(db, args.user_id),
+    }
+    result = asyncio.run(_with_db(config, actions[args.action]))
+    _print_json(result if result is not None else {"deleted": args.user_id})
+    return 0
+
+
+def _event_loop_factory() -> asyncio.AbstractEventLoop | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop()
+
+
+def cmd_serve(config: Config, args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from .app import create_app
+
+    host = args.host or config.server.host
+    port = args.port or config.server.port
+    if not args.worker:
+        asyncio.run(migrate(database_dsn(config)))
+    if args.workers > 1:
+        return _run_workers(args, host, port)
+    web.run_app(
+        create_app(config),
+        host=host,
+        port=port,
+        shutdown_timeout=config.server.shutdown_timeout,
+        access_log=None,
+        reuse_port=args.worker or None,
+        print=None,
+        loop=_event_loop_factory(),
+    )
+    return 0
+
+
+def _run_workers(args: argparse.Namespace, host: str, port: int) -> int:
+    """N processes on one port (SO_REUSEPORT); the kernel spreads connections."""
+    command = [sys.executable, "-m", "antigv"]
+    if args.config:
+        command += ["--config", args.config]
+    command += ["serve", "--worker", "--host", host, "--port", str(port)]
+    children = [subprocess.Popen(command) for _ in range(args.workers)]
+
+    def forward(signum: int, _frame: Any) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    return 0 if all(code == 0 for code in codes) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="antigv", description="OpenAI-compatible gateway for Antigravity")
+    parser.add_argument("--config", help="config file (default: $ANTIGV_CONFIG or ./config.toml)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    init = commands.add_parser("init-config", help="write a config with fresh secrets")
+    init.add_argument("path", nargs="?")
+
+    commands.add_parser("migrate", help="apply pending database migrations")
+
+    serve = commands.add_parser("serve", help="run the HTTP server")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+
+    db = commands.add_parser("db", help="manage the embedded PostgreSQL cluster")
+    db.add_argument("action", choices=["start", "stop", "status", "url"])
+
+    user = commands.add_parser("user", help="manage users")
+    user_actions = user.add_subparsers(dest="action", required=True)
+    create = user_actions.add_parser("create")
+    create.add_argument("--name", default="")
+    create.add_argument("--prefer-shared", action="store_true")
+    listing = user_actions.add_parser("list")
+    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--offset", type=int, default=0)
+    for action in ("regenerate-key", "disable", "enable", "delete"):
+        user_actions.add_parser(action).add_argument("user_id", type=int)
+    return parser
+
+
+COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
+    "migrate": cmd_migrate,
+    "serve": cmd_serve,
+    "db": cmd_db,
+    "user": cmd_user,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "init-config":
+            return cmd_init_config(args)
+        config = load_config(config_path(args.config))
+        configure_logging(config.logging)
+        return COMMANDS[args.command](config, args)
+    except (ConfigError, EmbeddedError, QueryError) as exc:
+        print(f"antigv: {exc}", file=sys.stderr)
+        return 2
+    except ApiError as exc:
+        print(f"antigv: {exc.message}", file=sys.stderr)
+        return 1
+    except psycopg2.Error as exc:
+        print(f"antigv: database error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

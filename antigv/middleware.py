@@ -1,0 +1,93 @@
+"""The outermost middleware: request ids, one access-log event, and the one
+place where every error becomes an OpenAI-shaped response (SPEC §2)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from .errors import (
+    ApiError,
+    InternalError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+)
+from .web import json_response
+
+log = structlog.get_logger("antigv.http")
+
+REQUEST_ID = web.RequestKey("request_id", str)
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def _request_id(request: web.Request) -> str:
+    supplied = request.headers.get("X-Request-Id", "")
+    # Echo a caller's id only when it is safe to put in logs and headers.
+    return supplied if _REQUEST_ID_RE.match(supplied) else secrets.token_hex(12)
+
+
+def _from_http_exception(exc: web.HTTPException) -> ApiError:
+    if isinstance(exc, web.HTTPNotFound):
+        return NotFound("no such endpoint", code="unknown_route")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return MethodNotAllowed(f"method {exc.method} is not allowed here")
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return PayloadTooLarge("request body is too large")
+    if exc.status == 503:
+        return ServiceUnavailable(exc.reason)
+    if 400 <= exc.status < 500:
+        return InvalidRequest(exc.reason)
+    return InternalError("internal error")
+
+
+def error_response(request: web.Request, error: ApiError, request_id: str) -> web.Response:
+    body = error.body()
+    if request.path.startswith("/api/"):
+        body = {"success": False, **body}
+    headers = {"X-Request-Id": request_id}
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(error.retry_after)))
+    return json_response(body, status=error.status, headers=headers)
+
+
+@web.middleware
+async def request_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    request_id = _request_id(request)
+    request[REQUEST_ID] = request_id
+    started = time.perf_counter()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        try:
+            response = await handler(request)
+        except ApiError as exc:
+            response = error_response(request, exc, request_id)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = error_response(request, _from_http_exception(exc), request_id)
+        except Exception:
+            log.exception("unhandled_error", method=request.method, path=request.path)
+            error = InternalError(f"internal error (request id {request_id})")
+            response = error_response(request, error, request_id)
+        if not response.prepared:
+            response.headers["X-Request-Id"] = request_id
+        log.info(
+            "request",
+            method=request.method,
+            path=request.path,
+            status=response.status,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        return response
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")

@@ -1,0 +1,318 @@
+"""Triage of upstream failures (PROTOCOL §8).
+
+``classify_error`` turns a non-2xx reply into an :class:`UpstreamFailure` that says what
+went wrong and how long to wait; the account router decides from its ``kind`` whether to
+retry, park or disable the account, and ``to_api_error`` says what the client sees.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import orjson
+
+from antigv.errors import (
+    ApiError,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
+
+
+class FailureKind(enum.Enum):
+    QUOTA_EXHAUSTED = "quota_exhausted"
+    RATE_LIMITED = "rate_limited"
+    CAPACITY = "capacity"
+    UNAUTHENTICATED = "unauthenticated"
+    PERMISSION_DENIED = "permission_denied"
+    ACCOUNT_BLOCKED = "account_blocked"
+    PROJECT_INVALID = "project_invalid"
+    INVALID_REQUEST = "invalid_request"
+    NOT_FOUND = "not_found"
+    SERVER_ERROR = "server_error"
+    NETWORK = "network"
+    TIMEOUT = "timeout"
+
+
+@dataclass(eq=False)
+class UpstreamFailure(Exception):
+    """One failed upstream attempt. ``message`` is the upstream's text, for logs, not clients."""
+
+    kind: FailureKind
+    status: int
+    message: str
+    reason: str | None = None
+    retry_after: float | None = None
+    reset_at: datetime | None = None
+
+    def __str__(self) -> str:
+        return f"{self.kind.name} (HTTP {self.status}): {self.message}"
+
+
+THROTTLE_KINDS = frozenset({FailureKind.QUOTA_EXHAUSTED, FailureKind.RATE_LIMITED, FailureKind.CAPACITY})
+
+# The upstream says "reset after 0s" or a few milliseconds for limits that are still in
+# force; retrying at once only earns another 429 (ACP floors such delays at 2 s too).
+MIN_THROTTLE_DELAY = 2.0
+
+# Worth another account or host: the cause is the account, the host or a passing fault.
+# Not the request itself (INVALID_REQUEST), not a wait the client has already sat through
+# (TIMEOUT), and not CAPACITY: it is server-wide, so other accounts only burn their turns.
+_RETRYABLE_ELSEWHERE = frozenset(
+    {
+        FailureKind.QUOTA_EXHAUSTED,
+        FailureKind.RATE_LIMITED,
+        FailureKind.UNAUTHENTICATED,
+        FailureKind.PERMISSION_DENIED,
+        FailureKind.ACCOUNT_BLOCKED,
+        FailureKind.PROJECT_INVALID,
+        FailureKind.NOT_FOUND,
+        FailureKind.SERVER_ERROR,
+        FailureKind.NETWORK,
+    }
+)
+
+_BODY_EXCERPT_CHARS = 500
+_BAN_MARKERS = ("violation of terms of service", "has been disabled")
+_DURATION_TERM = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_SECONDS_PER_UNIT = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,  # micro sign
+    "μs": 1e-6,  # Greek mu; Go accepts both
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_DELAY_IN_TEXT = re.compile(
+    r"(?:reset after|resets in)\s+((?:(?:\d+\.?\d*|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+)", re.IGNORECASE
+)
+
+
+def parse_go_duration(text: str) -> float:
+    """Seconds in a Go duration string such as ``"4h30m28.06s"`` or ``"976.066617ms"``."""
+    body = text.strip()
+    sign = -1.0 if body.startswith("-") else 1.0
+    if body[:1] in "+-":
+        body = body[1:]
+    if body == "0":
+        return 0.0
+    if not body:
+        raise ValueError(f"not a duration: {text!r}")
+    seconds = 0.0
+    position = 0
+    while position < len(body):
+        term = _DURATION_TERM.match(body, position)
+        if term is None:
+            raise ValueError(f"not a duration: {text!r}")
+        seconds += float(term.group(1)) * _SECONDS_PER_UNIT[term.group(2)]
+        position = term.end()
+    return sign * seconds
+
+
+def classify_error(
+    status: int,
+    body: bytes,
+    headers: Mapping[str, str] | None = None,
+    now: datetime | None = None,
+) -> UpstreamFailure:
+    """Classify one upstream error reply. ``headers`` keys are matched case-insensitively."""
+    now = now or datetime.now(UTC)
+    error = _error_object(body)
+    if error is None:
+        message = body.decode("utf-8", "replace").strip()[:_BODY_EXCERPT_CHARS]
+        error = {}
+    else:
+        message = _display_message(error)
+    details = [detail for detail in error.get("details") or () if isinstance(detail, dict)]
+    if status < 400 and isinstance(error.get("code"), int):
+        status = error["code"]  # an error frame inside a 200 stream carries the real status
+    reason = _error_info_reason(details)
+    kind = _kind(status, str(error.get("status") or ""), reason, message)
+    retry_after, reset_at = _delay(details, message, headers or {}, now)
+    if retry_after is not None and kind in THROTTLE_KINDS:
+        retry_after = max(retry_after, MIN_THROTTLE_DELAY)
+    if reset_at is None and retry_after is not None:
+        reset_at = now + timedelta(seconds=retry_after)
+    return UpstreamFailure(kind, status, message, reason, retry_after, reset_at)
+
+
+def is_retryable_elsewhere(failure: UpstreamFailure) -> bool:
+    """Whether another account or host may succeed, as long as no byte has reached the client."""
+    return failure.kind in _RETRYABLE_ELSEWHERE
+
+
+def to_api_error(failure: UpstreamFailure) -> ApiError:
+    """What the client sees. Only a rejected request echoes the upstream's words: other
+    messages could name an account, a project or a shared user's quota."""
+    kind = failure.kind
+    if kind is FailureKind.INVALID_REQUEST:
+        return InvalidRequest(failure.message, code="upstream_invalid_request")
+    if kind is FailureKind.NOT_FOUND:
+        return NotFound("The model does not exist or is not available upstream", code="model_not_found")
+    if kind is FailureKind.QUOTA_EXHAUSTED:
+        return RateLimited(
+            "The upstream quota for this model is exhausted",
+            code="quota_exhausted",
+            retry_after=failure.retry_after,
+        )
+    if kind is FailureKind.RATE_LIMITED:
+        return RateLimited("The upstream is rate limiting requests", retry_after=failure.retry_after)
+    if kind is FailureKind.CAPACITY:
+        error_class = ServiceUnavailable if failure.status == 503 else RateLimited
+        return error_class(
+            "The upstream has no capacity for this model right now",
+            code="model_capacity_exhausted",
+            retry_after=failure.retry_after,
+        )
+    if kind is FailureKind.TIMEOUT:
+        return UpstreamTimeout("The upstream did not answer in time")
+    return UpstreamError(_UPSTREAM_ERROR_MESSAGES[kind].format(status=failure.status))
+
+
+_UPSTREAM_ERROR_MESSAGES = {
+    FailureKind.UNAUTHENTICATED: "The upstream rejected the account's credentials",
+    FailureKind.PERMISSION_DENIED: "The upstream denied the account access",
+    FailureKind.ACCOUNT_BLOCKED: "The upstream account is blocked or needs verification",
+    FailureKind.PROJECT_INVALID: "The upstream rejected the account's project",
+    FailureKind.SERVER_ERROR: "The upstream failed (HTTP {status})",
+    FailureKind.NETWORK: "The upstream could not be reached",
+}
+
+
+def _error_object(body: bytes) -> dict[str, Any] | None:
+    """The ``error`` member of an object or ``[{"error": ...}]`` body; None if there is none."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(document, list):
+        document = next((item for item in document if isinstance(item, dict)), None)
+    if not isinstance(document, dict):
+        return None
+    error = document.get("error")
+    if isinstance(error, dict):
+        return error
+    if isinstance(error, str):  # OAuth style: {"error": "invalid_grant", "error_description": ...}
+        return {"message": document.get("error_description") or error}
+    return None
+
+
+def _display_message(error: Mapping[str, Any]) -> str:
+    """The error message; for Claude, the Anthropic message embedded in it as a JSON string."""
+    message = str(error.get("message") or "")
+    if not message.lstrip().startswith("{"):
+        return message
+    try:
+        embedded = orjson.loads(message)
+    except orjson.JSONDecodeError:
+        return message
+    inner = embedded.get("error") if isinstance(embedded, dict) else None
+    if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+        return inner["message"]
+    return message
+
+
+def _error_info_reason(details: list[dict[str, Any]]) -> str | None:
+    for detail in details:
+        if str(detail.get("@type", "")).endswith("ErrorInfo") and detail.get("reason"):
+            return str(detail["reason"])
+    return None
+
+
+def _kind(status: int, status_text: str, reason: str | None, message: str) -> FailureKind:
+    if reason == "MODEL_CAPACITY_EXHAUSTED":
+        return FailureKind.CAPACITY
+    if status == 429:
+        return FailureKind.QUOTA_EXHAUSTED if reason == "QUOTA_EXHAUSTED" else FailureKind.RATE_LIMITED
+    if status == 400:
+        if reason == "RESOURCE_PROJECT_INVALID" or "RESOURCE_PROJECT_INVALID" in message:
+            return FailureKind.PROJECT_INVALID
+        if (
+            status_text == "RESOURCE_EXHAUSTED"
+            or "RESOURCE_EXHAUSTED" in message
+            or "quota" in message.lower()
+        ):
+            return FailureKind.QUOTA_EXHAUSTED
+        return FailureKind.INVALID_REQUEST
+    if status == 401:
+        return FailureKind.UNAUTHENTICATED
+    if status == 403:
+        lowered = message.lower()
+        if reason == "VALIDATION_REQUIRED" or any(marker in lowered for marker in _BAN_MARKERS):
+            return FailureKind.ACCOUNT_BLOCKED
+        return FailureKind.PERMISSION_DENIED
+    if status == 404:
+        return FailureKind.NOT_FOUND
+    if status == 408 or status >= 500 or status < 400:
+        return FailureKind.SERVER_ERROR
+    return FailureKind.INVALID_REQUEST
+
+
+def _delay(
+    details: list[dict[str, Any]], message: str, headers: Mapping[str, str], now: datetime
+) -> tuple[float | None, datetime | None]:
+    """(seconds to wait, reset instant) from the first source that has one, in PROTOCOL §8.2 order."""
+    metadata: Mapping[str, Any] = {}
+    retry_delay = None
+    for detail in details:
+        kind = str(detail.get("@type", ""))
+        if kind.endswith("RetryInfo"):
+            retry_delay = detail.get("retryDelay")
+        elif kind.endswith("ErrorInfo") and isinstance(detail.get("metadata"), dict):
+            metadata = detail["metadata"]
+    reset_at = _parse_timestamp(metadata.get("quotaResetTimeStamp"))
+    for duration in (retry_delay, metadata.get("quotaResetDelay")):
+        seconds = _parse_duration_or_none(duration)
+        if seconds is not None:
+            return max(seconds, 0.0), reset_at
+    if reset_at is not None:
+        return max((reset_at - now).total_seconds(), 0.0), reset_at
+    in_text = _DELAY_IN_TEXT.search(message)
+    if in_text is not None:
+        return parse_go_duration(in_text.group(1)), None
+    return _retry_after_header(headers, now), None
+
+
+def _parse_duration_or_none(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_go_duration(value)
+    except ValueError:
+        return None
+
+
+def _parse_timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _retry_after_header(headers: Mapping[str, str], now: datetime) -> float | None:
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max((when - now).total_seconds(), 0.0)

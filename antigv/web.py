@@ -1,0 +1,95 @@
+"""Small helpers shared by handlers: JSON in, JSON out, path and query parsing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .errors import InvalidRequest, NotFound
+
+# Ids are bigint; anything longer than 18 digits could overflow it.
+_MAX_ID_DIGITS = 18
+JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+
+
+def dumps(data: Any) -> bytes:
+    return orjson.dumps(data, option=JSON_OPTIONS)
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=dumps(data), status=status, content_type="application/json", headers=headers)
+
+
+def api_ok(data: Any, message: str | None = None) -> web.Response:
+    """The ``/api/*`` success envelope (SPEC §2)."""
+    body: dict[str, Any] = {"success": True, "data": data}
+    if message:
+        body["message"] = message
+    return json_response(body)
+
+
+async def read_json(request: web.Request) -> Any:
+    """The decoded body; malformed JSON is a 400, an oversized body a 413."""
+    raw = await request.read()
+    if not raw:
+        raise InvalidRequest("request body is empty; send a JSON object")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc.msg}") from None
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    return body
+
+
+def path_id(request: web.Request, name: str = "id") -> int:
+    """A numeric id from the path; anything malformed is a 404, as SPEC §3 asks."""
+    raw = request.match_info.get(name, "")
+    if not raw.isdigit() or len(raw) > _MAX_ID_DIGITS:
+        raise NotFound("not found")
+    return int(raw)
+
+
+def flag(body: dict[str, Any], key: str, *, required: bool = True, default: int = 0) -> int:
+    """A 0/1 field (true/false accepted too)."""
+    if key not in body:
+        if required:
+            raise InvalidRequest(f"{key} is required (0 or 1)", param=key)
+        return default
+    value = body[key]
+    if isinstance(value, bool):
+        return int(value)
+    if value in (0, 1) and isinstance(value, int):
+        return value
+    raise InvalidRequest(f"{key} must be 0 or 1", param=key)
+
+
+def optional_str(body: dict[str, Any], key: str, *, max_len: int = 200, default: str = "") -> str:
+    value = body.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{key} must be a string", param=key)
+    value = value.strip()
+    if len(value) > max_len:
+        raise InvalidRequest(f"{key} must be at most {max_len} characters", param=key)
+    return value
+
+
+def query_int(request: web.Request, key: str, *, default: int, minimum: int, maximum: int) -> int:
+    raw = request.query.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequest(f"{key} must be an integer", param=key) from None
+    if not minimum <= value <= maximum:
+        raise InvalidRequest(f"{key} must be between {minimum} and {maximum}", param=key)
+    return value
