@@ -8,13 +8,19 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from .accounts.selection import AccountRouter
+from .accounts.tokens import TOKENS, TokenManager
 from .auth import KEY_CACHE, KeyCache, auth_middleware
+from .chat import CHAT, ChatService
 from .config import Config
+from .crypto import TokenCipher, parse_key
 from .db import Database, Queries, create_pool
 from .embedded_pg import default_cluster
 from .middleware import request_middleware
-from .routes import health, users
+from .routes import chat, health, users
 from .state import CONFIG, DB, HTTP, LIFECYCLE, Lifecycle
+from .upstream.client import UPSTREAM, UpstreamClient
+from .usage import USAGE, usage_writer
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +52,23 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    """The request path's collaborators, built once the pool and the client exist."""
+    config = app[CONFIG]
+    cipher = TokenCipher(parse_key(config.security.token_encryption_key))
+    app[TOKENS] = TokenManager(app[DB], app[HTTP], config.oauth, cipher)
+    app[UPSTREAM] = UpstreamClient(app[HTTP], config.upstream)
+    app[CHAT] = ChatService(
+        config=config,
+        db=app[DB],
+        router=AccountRouter(app[DB]),
+        tokens=app[TOKENS],
+        upstream=app[UPSTREAM],
+        usage=app[USAGE],
+    )
+    yield
+
+
 async def _on_shutdown(app: web.Application) -> None:
     app[LIFECYCLE].draining = True
 
@@ -58,10 +81,11 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[LIFECYCLE] = Lifecycle()
     app[KEY_CACHE] = KeyCache()
-    app.cleanup_ctx.extend([_database, _http_client])
+    app.cleanup_ctx.extend([_database, _http_client, usage_writer, _services])
     app.on_shutdown.append(_on_shutdown)
     health.setup(app)
     users.setup(app)
+    chat.setup(app)
     if not config.security.token_encryption_key:
         log.warning("tokens_stored_in_clear", hint="set security.token_encryption_key")
     return app

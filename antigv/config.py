@@ -10,16 +10,13 @@ import dataclasses
 import ipaddress
 import os
 import re
-import sys
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - the project requires 3.11, kept for tomli users
-    import tomli as tomllib
+from .crypto import TokenCipherError, parse_key
 
 ENV_CONFIG_PATH = "ANTIGV_CONFIG"
 ENV_OVERRIDES = {
@@ -65,6 +62,14 @@ def _is_size(text: str) -> bool:
         return False
 
 
+def _is_token_key(text: str) -> bool:
+    try:
+        parse_key(text)
+    except TokenCipherError:
+        return False
+    return True
+
+
 def _is_url(text: str) -> bool:
     return text.startswith(("http://", "https://")) and len(text) > len("https://")
 
@@ -105,7 +110,9 @@ class SecurityConfig:
         default="", metadata=_check(lambda k: len(k) >= 16, "is required (at least 16 characters)")
     )
     max_request_size: str = field(default="50mb", metadata=_check(_is_size, "must look like 50mb"))
-    token_encryption_key: str = ""
+    token_encryption_key: str = field(
+        default="", metadata=_check(_is_token_key, "must be empty or base64 of 32 bytes")
+    )
 
     @property
     def max_request_bytes(self) -> int:

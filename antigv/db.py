@@ -188,17 +188,17 @@ class Database(_Runner):
             return False
 
 
-async def create_pool(dsn: str, *, minsize: int, maxsize: int, timeout: float = 5.0) -> aiopg.Pool:
+async def create_pool(dsn: str, *, minsize: int, maxsize: int, acquire_timeout: float = 5.0) -> aiopg.Pool:
     # UTC session so every timestamp leaves the database with a zero offset.
     return await aiopg.create_pool(
         dsn,
         minsize=minsize,
         maxsize=maxsize,
-        timeout=timeout,
+        timeout=acquire_timeout,
         enable_hstore=False,
         enable_uuid=False,
         options="-c timezone=UTC",
-        connect_timeout=max(1, int(timeout)),
+        connect_timeout=max(1, int(acquire_timeout)),
     )
 
 

@@ -81,21 +81,32 @@ _RETRYABLE_ELSEWHERE = frozenset(
     }
 )
 
+_UPSTREAM_ERROR_MESSAGES = {
+    FailureKind.UNAUTHENTICATED: "The upstream rejected the account's credentials",
+    FailureKind.PERMISSION_DENIED: "The upstream denied the account access",
+    FailureKind.ACCOUNT_BLOCKED: "The upstream account is blocked or needs verification",
+    FailureKind.PROJECT_INVALID: "The upstream rejected the account's project",
+    FailureKind.SERVER_ERROR: "The upstream failed (HTTP {status})",
+    FailureKind.NETWORK: "The upstream could not be reached",
+}
+
 _BODY_EXCERPT_CHARS = 500
 _BAN_MARKERS = ("violation of terms of service", "has been disabled")
-_DURATION_TERM = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _SECONDS_PER_UNIT = {
     "ns": 1e-9,
     "us": 1e-6,
     "µs": 1e-6,  # micro sign
     "μs": 1e-6,  # Greek mu; Go accepts both
-    "ms": 1e-3,
+    "ms": 1e-3,  # before "m" and "s": regex alternation takes the first unit that matches
     "s": 1.0,
     "m": 60.0,
     "h": 3600.0,
 }
+_DURATION_NUMBER = r"\d+\.?\d*|\.\d+"
+_DURATION_UNIT = "|".join(_SECONDS_PER_UNIT)
+_DURATION_TERM = re.compile(f"({_DURATION_NUMBER})({_DURATION_UNIT})")
 _DELAY_IN_TEXT = re.compile(
-    r"(?:reset after|resets in)\s+((?:(?:\d+\.?\d*|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+)", re.IGNORECASE
+    rf"(?:reset after|resets in)\s+((?:(?:{_DURATION_NUMBER})(?:{_DURATION_UNIT}))+)", re.IGNORECASE
 )
 
 
@@ -180,16 +191,6 @@ def to_api_error(failure: UpstreamFailure) -> ApiError:
     return UpstreamError(_UPSTREAM_ERROR_MESSAGES[kind].format(status=failure.status))
 
 
-_UPSTREAM_ERROR_MESSAGES = {
-    FailureKind.UNAUTHENTICATED: "The upstream rejected the account's credentials",
-    FailureKind.PERMISSION_DENIED: "The upstream denied the account access",
-    FailureKind.ACCOUNT_BLOCKED: "The upstream account is blocked or needs verification",
-    FailureKind.PROJECT_INVALID: "The upstream rejected the account's project",
-    FailureKind.SERVER_ERROR: "The upstream failed (HTTP {status})",
-    FailureKind.NETWORK: "The upstream could not be reached",
-}
-
-
 def _error_object(body: bytes) -> dict[str, Any] | None:
     """The ``error`` member of an object or ``[{"error": ...}]`` body; None if there is none."""
     try:
@@ -266,10 +267,10 @@ def _delay(
     metadata: Mapping[str, Any] = {}
     retry_delay = None
     for detail in details:
-        kind = str(detail.get("@type", ""))
-        if kind.endswith("RetryInfo"):
+        type_url = str(detail.get("@type", ""))
+        if type_url.endswith("RetryInfo"):
             retry_delay = detail.get("retryDelay")
-        elif kind.endswith("ErrorInfo") and isinstance(detail.get("metadata"), dict):
+        elif type_url.endswith("ErrorInfo") and isinstance(detail.get("metadata"), dict):
             metadata = detail["metadata"]
     reset_at = _parse_timestamp(metadata.get("quotaResetTimeStamp"))
     for duration in (retry_delay, metadata.get("quotaResetDelay")):
@@ -300,7 +301,7 @@ def _parse_timestamp(value: Any) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return _as_utc_if_naive(parsed)
 
 
 def _retry_after_header(headers: Mapping[str, str], now: datetime) -> float | None:
@@ -315,4 +316,8 @@ def _retry_after_header(headers: Mapping[str, str], now: datetime) -> float | No
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max((when - now).total_seconds(), 0.0)
+    return max((_as_utc_if_naive(when) - now).total_seconds(), 0.0)
+
+
+def _as_utc_if_naive(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -1,0 +1,320 @@
+"""The chat proxy's orchestration: choose an account, call upstream, fail over.
+
+Failover happens only before the first byte reaches the client: a reply is
+"opened" once the upstream stream has produced its first translated events,
+and only then does the handler start answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from .accounts.selection import AccountRouter, no_account_error, rank_candidates
+from .accounts.tokens import AccountRevoked, RefreshFailed, TokenManager
+from .config import Config
+from .db import Database
+from .translate import models
+from .translate.request import (
+    ChatRequest,
+    ToolCallSignature,
+    UpstreamRequest,
+    build_upstream_request,
+    replayed_tool_call_ids,
+)
+from .translate.response import Event, ResponseTranslator
+from .upstream.client import UpstreamClient, UpstreamStream
+from .upstream.failures import FailureKind, UpstreamFailure, to_api_error
+from .usage import UsageRecord, UsageRecorder
+
+log = structlog.get_logger(__name__)
+
+# A rate limit this short is waited out on the same account.
+SHORT_RATE_LIMIT = 5.0
+# Cooldowns for failures that say nothing about when to come back.
+PERMISSION_COOLDOWN = timedelta(minutes=10)
+UNAUTHENTICATED_COOLDOWN = timedelta(minutes=5)
+DEFAULT_QUOTA_COOLDOWN = timedelta(hours=1)
+CAPACITY_BACKOFF = (1.0, 2.0, 4.0, 8.0)
+_SIGNATURE_CACHE_SIZE = 10_000
+
+
+class _Next(Enum):
+    SAME_ACCOUNT = "same"
+    OTHER_ACCOUNT = "other"
+    GIVE_UP = "give_up"
+
+
+@dataclass
+class _Attempts:
+    """What one request's attempts have learnt so far."""
+
+    deadline: float
+    tried: set[int] = field(default_factory=set)
+    waited: set[int] = field(default_factory=set)
+    capacity_waits: Iterator[float] = field(default_factory=lambda: iter(CAPACITY_BACKOFF))
+
+
+@dataclass
+class OpenedReply:
+    """An upstream reply that has produced its first events; nothing sent yet."""
+
+    account: dict[str, Any]
+    upstream: UpstreamRequest
+    stream: UpstreamStream
+    frames: AsyncIterator[dict[str, Any]]
+    translator: ResponseTranslator
+    first_events: list[Event]
+    started: float
+    # Seconds from the request's arrival to the upstream call: the gateway's share.
+    overhead_before: float
+    opened_at: float = field(default_factory=time.perf_counter)
+
+
+class ChatService:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        db: Database,
+        router: AccountRouter,
+        tokens: TokenManager,
+        upstream: UpstreamClient,
+        usage: UsageRecorder,
+    ) -> None:
+        self._config = config
+        self._db = db
+        self.router = router
+        self._tokens = tokens
+        self._upstream = upstream
+        self._usage = usage
+        self._signatures: OrderedDict[str, ToolCallSignature] = OrderedDict()
+
+    # --- opening a reply -----------------------------------------------------
+
+    async def open(self, principal: Any, req: ChatRequest, started: float) -> OpenedReply:
+        """Try accounts until one produces a reply; raise an ApiError if none does."""
+        upstream_model = models.upstream_model(req.model)
+        quota_group = self._config.quotas.group_of(upstream_model)
+        rows = await self.router.candidates(principal, upstream_model, quota_group)
+        upstream_req = build_upstream_request(
+            req,
+            project="",
+            defaults=self._config.defaults,
+            request_id=f"agent-{uuid.uuid4()}",
+            signatures=await self._lookup_signatures(req),
+        )
+        body = upstream_req.body
+        state = _Attempts(deadline=asyncio.get_running_loop().time() + self._config.upstream.first_byte_timeout)
+        last_failure: UpstreamFailure | None = None
+        ranking = None
+        for _attempt in range(self._config.upstream.max_attempts):
+            ranking = rank_candidates(
+                rows,
+                user_id=principal.user_id,
+                prefer_shared=bool(principal.prefer_shared),
+                inflight=self.router.inflight,
+                session_key=upstream_req.session_key,
+                exclude=frozenset(state.tried),
+            )
+            if not ranking.accounts:
+                break
+            account = ranking.accounts[0]
+            account_id = account["account_id"]
+            body["project"] = account["project_id"]
+            self.router.acquire(account_id)
+            try:
+                return await self._attempt(account, upstream_req, orjson.dumps(body), started)
+            except UpstreamFailure as failure:
+                self.router.release(account_id)
+                last_failure = failure
+                step = await self._after_failure(account_id, failure, upstream_model, state)
+            except (AccountRevoked, RefreshFailed) as exc:
+                self.router.release(account_id)
+                last_failure = UpstreamFailure(FailureKind.UNAUTHENTICATED, 502, str(exc))
+                step = _Next.OTHER_ACCOUNT
+            except BaseException:
+                self.router.release(account_id)
+                raise
+            log.info(
+                "chat_attempt_failed",
+                account_id=account_id,
+                kind=last_failure.kind.value,
+                status=last_failure.status,
+                next=step.value,
+            )
+            if step is _Next.GIVE_UP:
+                break
+            if step is _Next.OTHER_ACCOUNT:
+                state.tried.add(account_id)
+        if last_failure is not None:
+            raise to_api_error(last_failure)
+        assert ranking is not None  # max_attempts >= 1
+        raise no_account_error(ranking, req.model)
+
+    async def _attempt(
+        self, account: dict[str, Any], upstream_req: UpstreamRequest, body: bytes, started: float
+    ) -> OpenedReply:
+        token = await self._tokens.access_token(account)
+        overhead_before = time.perf_counter() - started
+        try:
+            stream = await self._upstream.open_stream(token, body)
+        except UpstreamFailure as failure:
+            if failure.kind is not FailureKind.UNAUTHENTICATED:
+                raise
+            # The stored token was refused: refresh once and try the same account again.
+            token = await self._tokens.refresh(account["account_id"], stale=account.get("access_token") or "")
+            stream = await self._upstream.open_stream(token, body)
+        return await self._prime(account, upstream_req, stream, started, overhead_before)
+
+    async def _prime(
+        self,
+        account: dict[str, Any],
+        upstream_req: UpstreamRequest,
+        stream: UpstreamStream,
+        started: float,
+        overhead_before: float,
+    ) -> OpenedReply:
+        """Read until the first events: an error up to here may still fail over."""
+        translator = ResponseTranslator(upstream_req.tool_names)
+        frames = aiter(stream.frames())
+        first_events: list[Event] = []
+        seen_frames = 0
+        try:
+            while not first_events:
+                try:
+                    frame = await anext(frames)
+                except StopAsyncIteration:
+                    break
+                seen_frames += 1
+                first_events = translator.feed(frame)
+        except BaseException:
+            stream.close()
+            raise
+        if seen_frames == 0:
+            stream.close()
+            raise UpstreamFailure(FailureKind.SERVER_ERROR, 502, "upstream sent an empty reply")
+        return OpenedReply(
+            account, upstream_req, stream, frames, translator, first_events, started, overhead_before
+        )
+
+    async def _after_failure(
+        self, account_id: int, failure: UpstreamFailure, model: str, state: _Attempts
+    ) -> _Next:
+        """Record what the failure says about the account, and say what to try next."""
+        kind = failure.kind
+        now = datetime.now(UTC)
+        remaining = state.deadline - asyncio.get_running_loop().time()
+        if kind is FailureKind.QUOTA_EXHAUSTED:
+            until = failure.reset_at or now + DEFAULT_QUOTA_COOLDOWN
+            await self._cooldown(account_id, model, until, "quota_exhausted")
+            return _Next.OTHER_ACCOUNT
+        if kind is FailureKind.RATE_LIMITED:
+            delay = failure.retry_after or 2.0
+            if delay <= min(SHORT_RATE_LIMIT, remaining) and account_id not in state.waited:
+                state.waited.add(account_id)
+                await asyncio.sleep(delay)
+                return _Next.SAME_ACCOUNT
+            await self._cooldown(account_id, model, now + timedelta(seconds=delay), "rate_limited")
+            return _Next.OTHER_ACCOUNT
+        if kind is FailureKind.CAPACITY:
+            # Server-wide: other accounts would fail the same way, so wait instead of burning them.
+            wait = next(state.capacity_waits, None)
+            if wait is None or wait > remaining:
+                return _Next.GIVE_UP
+            await asyncio.sleep(wait)
+            return _Next.SAME_ACCOUNT
+        if kind in (FailureKind.ACCOUNT_BLOCKED, FailureKind.PROJECT_INVALID):
+            await self._disable(account_id, f"{kind.value}: {failure.message}"[:500])
+            return _Next.OTHER_ACCOUNT
+        if kind is FailureKind.PERMISSION_DENIED:
+            await self._cooldown(account_id, model, now + PERMISSION_COOLDOWN, "permission_denied")
+            return _Next.OTHER_ACCOUNT
+        if kind is FailureKind.UNAUTHENTICATED:
+            await self._cooldown(account_id, model, now + UNAUTHENTICATED_COOLDOWN, "unauthenticated")
+            return _Next.OTHER_ACCOUNT
+        if kind in (FailureKind.SERVER_ERROR, FailureKind.NETWORK):
+            return _Next.OTHER_ACCOUNT
+        # A bad request, an unknown model or a timeout the client already sat through.
+        return _Next.GIVE_UP
+
+    async def _cooldown(self, account_id: int, model: str, until: datetime, reason: str) -> None:
+        await self._db.execute("set_cooldown", account_id=account_id, model=model, until=until, reason=reason)
+
+    async def _disable(self, account_id: int, reason: str) -> None:
+        await self._db.execute("disable_account", account_id=account_id, reason=reason)
+        log.warning("account_disabled", account_id=account_id, reason=reason)
+
+    # --- thought signatures --------------------------------------------------
+
+    async def _lookup_signatures(self, req: ChatRequest) -> dict[str, ToolCallSignature]:
+        wanted = replayed_tool_call_ids(req)
+        if not wanted:
+            return {}
+        family = models.model_family(req.model)
+        found = {i: self._signatures[i] for i in wanted if i in self._signatures}
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            for row in await self._db.all("get_signatures", ids=missing):
+                if row["family"] == family:
+                    found[row["tool_call_id"]] = ToolCallSignature(row["signature"], row["thinking"])
+        return found
+
+    async def remember_signatures(self, reply: OpenedReply, model: str) -> None:
+        """Store the reply's tool-call signatures before the client can send the next turn."""
+        captured = reply.translator.tool_signatures
+        if not captured:
+            return
+        family = models.model_family(model)
+        for call_id, (signature, thinking) in captured.items():
+            self._signatures[call_id] = ToolCallSignature(signature, thinking)
+        while len(self._signatures) > _SIGNATURE_CACHE_SIZE:
+            self._signatures.popitem(last=False)
+        ids = list(captured)
+        await self._db.execute(
+            "store_signatures",
+            ids=ids,
+            families=[family] * len(ids),
+            signatures=[captured[i][0] for i in ids],
+            thinking=[captured[i][1] for i in ids],
+        )
+
+    # --- closing -------------------------------------------------------------
+
+    def finish(self, reply: OpenedReply, principal: Any, model: str, status: str) -> None:
+        """Release the account and queue the usage row (never awaited by the client)."""
+        reply.stream.close()
+        account = reply.account
+        self.router.release(account["account_id"])
+        translator = reply.translator
+        usage = translator.usage
+        self._usage.record(
+            UsageRecord(
+                request_id=reply.upstream.body.get("requestId", ""),
+                user_id=principal.user_id,
+                account_id=account["account_id"],
+                model_name=reply.upstream.model,
+                quota_group=self._config.quotas.group_of(reply.upstream.model),
+                is_shared=account["is_shared"],
+                status=status,
+                latency_ms=int((time.perf_counter() - reply.started) * 1000),
+                prompt_tokens=translator.prompt_tokens,
+                completion_tokens=translator.completion_tokens,
+                reasoning_tokens=translator.reasoning_tokens,
+                total_tokens=usage.get("total_tokens", 0),
+            )
+        )
+
+
+CHAT = web.AppKey("chat", ChatService)

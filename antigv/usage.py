@@ -1,0 +1,131 @@
+"""Usage rows: queued by the request path, written in batches off it.
+
+A request never waits on its usage row. Rows reach the database within
+``FLUSH_INTERVAL`` seconds (one statement per batch) and the queue is flushed
+on shutdown. A failed write keeps the rows for the next round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import psycopg2
+import structlog
+from aiohttp import web
+
+from .db import Database
+from .errors import ServiceUnavailable
+from .state import DB
+
+log = structlog.get_logger(__name__)
+
+FLUSH_INTERVAL = 0.25
+BATCH_SIZE = 500
+# Beyond this many unwritten rows (a long database outage) the oldest are dropped.
+MAX_BACKLOG = 100_000
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    request_id: str
+    user_id: int | None
+    account_id: int | None
+    model_name: str
+    quota_group: str
+    is_shared: int
+    status: str  # ok | error | cancelled
+    latency_ms: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    total_tokens: int = 0
+    consumed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def batch_params(records: list[UsageRecord]) -> dict[str, list]:
+    return {
+        "request_ids": [r.request_id for r in records],
+        "user_ids": [r.user_id for r in records],
+        "account_ids": [r.account_id for r in records],
+        "models": [r.model_name for r in records],
+        "quota_groups": [r.quota_group for r in records],
+        "shared": [r.is_shared for r in records],
+        "prompt_tokens": [r.prompt_tokens for r in records],
+        "completion_tokens": [r.completion_tokens for r in records],
+        "reasoning_tokens": [r.reasoning_tokens for r in records],
+        "total_tokens": [r.total_tokens for r in records],
+        "statuses": [r.status for r in records],
+        "latencies": [r.latency_ms for r in records],
+        "consumed_at": [r.consumed_at for r in records],
+    }
+
+
+class UsageRecorder:
+    def __init__(self, db: Database, interval: float = FLUSH_INTERVAL) -> None:
+        self._db = db
+        self._interval = interval
+        self._pending: list[UsageRecord] = []
+        self._wakeup = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
+        # Called with each written batch (quota reads after requests hook in here).
+        self.listeners: list[Callable[[list[UsageRecord]], None]] = []
+
+    def record(self, record: UsageRecord) -> None:
+        self._pending.append(record)
+        if len(self._pending) >= BATCH_SIZE:
+            self._wakeup.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def flush(self) -> int:
+        """Write everything queued; returns how many rows were written."""
+        written = 0
+        async with self._flush_lock:
+            while self._pending:
+                batch = self._pending[:BATCH_SIZE]
+                try:
+                    await self._db.execute("insert_usage_batch", **batch_params(batch))
+                except ServiceUnavailable:
+                    log.warning("usage_flush_deferred", rows=len(self._pending))
+                    del self._pending[: max(0, len(self._pending) - MAX_BACKLOG)]
+                    return written
+                except psycopg2.Error:
+                    # A batch the database refuses would block every later one.
+                    log.exception("usage_batch_rejected", rows=len(batch))
+                    del self._pending[: len(batch)]
+                    continue
+                del self._pending[: len(batch)]
+                written += len(batch)
+                for listener in self.listeners:
+                    listener(batch)
+        return written
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), self._interval)
+            except TimeoutError:
+                pass
+            self._wakeup.clear()
+            await self.flush()
+
+
+USAGE = web.AppKey("usage", UsageRecorder)
+
+
+async def usage_writer(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: the writer task; on shutdown it stops and the queue is flushed."""
+    recorder = UsageRecorder(app[DB])
+    app[USAGE] = recorder
+    task = asyncio.create_task(recorder.run(), name="usage-writer")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await recorder.flush()

@@ -1,0 +1,77 @@
+-- Queries of the request path: choosing an account, its tokens, cooldowns.
+
+-- name: account_candidates
+-- Every enabled account the caller may use for one model, with what decides
+-- whether it can serve now. One round trip; the ranking happens in Python.
+SELECT a.account_id, a.user_id, a.is_shared, a.project_id, a.access_token,
+       a.access_token_expires_at, a.refresh_retry_at, a.last_used_at,
+       q.quota, q.reset_time, coalesce(q.status, 1) AS quota_status,
+       c.until AS cooldown_until,
+       -- A pool without a row yet is full: 2 x the caller's enabled shared accounts.
+       coalesce(p.quota, 2 * (SELECT count(*) FROM accounts s
+                              WHERE s.user_id = %(user_id)s AND s.is_shared = 1 AND s.status = 1)
+       ) AS pool_quota
+FROM accounts a
+LEFT JOIN model_quotas q ON q.account_id = a.account_id AND q.model_name = %(model)s
+LEFT JOIN cooldowns c ON c.account_id = a.account_id AND c.model_name = %(model)s AND c.until > now()
+LEFT JOIN shared_pools p ON p.user_id = %(user_id)s AND p.quota_group = %(quota_group)s
+WHERE a.status = 1
+  AND (%(is_admin)s OR a.user_id = %(user_id)s OR a.is_shared = 1)
+
+-- name: lock_account_tokens
+SELECT account_id, refresh_token, access_token, access_token_expires_at, status, refresh_failures
+FROM accounts WHERE account_id = %(account_id)s FOR UPDATE
+
+-- name: store_refreshed_tokens
+UPDATE accounts
+SET access_token = %(access_token)s,
+    access_token_expires_at = %(expires_at)s,
+    refresh_token = coalesce(%(refresh_token)s, refresh_token),
+    refresh_failures = 0,
+    refresh_retry_at = NULL,
+    updated_at = now()
+WHERE account_id = %(account_id)s
+
+-- name: note_refresh_failure
+UPDATE accounts
+SET refresh_failures = refresh_failures + 1,
+    refresh_retry_at = now() + make_interval(secs => %(backoff)s),
+    updated_at = now()
+WHERE account_id = %(account_id)s
+
+-- name: disable_account
+-- An account stops serving for a reason of its own; the reason is shown to its owner.
+UPDATE accounts
+SET status = 0, disabled_reason = %(reason)s, updated_at = now()
+WHERE account_id = %(account_id)s AND status = 1
+RETURNING account_id, user_id, is_shared
+
+-- name: set_project
+UPDATE accounts SET project_id = %(project_id)s, updated_at = now()
+WHERE account_id = %(account_id)s
+
+-- name: set_cooldown
+INSERT INTO cooldowns (account_id, model_name, until, reason)
+VALUES (%(account_id)s, %(model)s, %(until)s, %(reason)s)
+ON CONFLICT (account_id, model_name)
+DO UPDATE SET until = greatest(cooldowns.until, EXCLUDED.until), reason = EXCLUDED.reason
+
+-- name: accounts_due_for_refresh
+SELECT account_id FROM accounts
+WHERE status = 1
+  AND (access_token_expires_at IS NULL OR access_token_expires_at < now() + make_interval(secs => %(ahead)s))
+  AND (refresh_retry_at IS NULL OR refresh_retry_at < now())
+ORDER BY access_token_expires_at NULLS FIRST
+LIMIT %(limit)s
+
+-- name: get_signatures
+SELECT tool_call_id, family, signature, thinking FROM thought_signatures
+WHERE tool_call_id = ANY(%(ids)s)
+
+-- name: store_signatures
+INSERT INTO thought_signatures (tool_call_id, family, signature, thinking)
+SELECT * FROM unnest(%(ids)s::text[], %(families)s::text[], %(signatures)s::text[], %(thinking)s::text[])
+ON CONFLICT (tool_call_id) DO NOTHING
+
+-- name: delete_old_signatures
+DELETE FROM thought_signatures WHERE created_at < now() - make_interval(secs => %(max_age)s)

@@ -1,0 +1,31 @@
+-- name: insert_usage_batch
+-- Many usage rows in one statement, and the accounts' last use with them.
+-- Rows whose user or account was deleted meanwhile are kept, detached.
+WITH batch AS (
+    SELECT * FROM unnest(
+        %(request_ids)s::text[], %(user_ids)s::bigint[], %(account_ids)s::bigint[],
+        %(models)s::text[], %(quota_groups)s::text[], %(shared)s::smallint[],
+        %(prompt_tokens)s::integer[], %(completion_tokens)s::integer[],
+        %(reasoning_tokens)s::integer[], %(total_tokens)s::integer[],
+        %(statuses)s::text[], %(latencies)s::integer[], %(consumed_at)s::timestamptz[]
+    ) AS b(request_id, user_id, account_id, model_name, quota_group, is_shared,
+           prompt_tokens, completion_tokens, reasoning_tokens, total_tokens,
+           status, latency_ms, consumed_at)
+), inserted AS (
+    INSERT INTO usage_log (request_id, user_id, account_id, model_name, quota_group, is_shared,
+                           prompt_tokens, completion_tokens, reasoning_tokens, total_tokens,
+                           status, latency_ms, consumed_at)
+    SELECT b.request_id, u.user_id, a.account_id, b.model_name, b.quota_group, b.is_shared,
+           b.prompt_tokens, b.completion_tokens, b.reasoning_tokens, b.total_tokens,
+           b.status, b.latency_ms, b.consumed_at
+    FROM batch b
+    LEFT JOIN users u ON u.user_id = b.user_id
+    LEFT JOIN accounts a ON a.account_id = b.account_id
+    RETURNING account_id, consumed_at
+)
+UPDATE accounts a
+SET last_used_at = greatest(a.last_used_at, used.last_at),
+    request_count = a.request_count + used.n
+FROM (SELECT account_id, max(consumed_at) AS last_at, count(*) AS n
+      FROM inserted WHERE account_id IS NOT NULL GROUP BY account_id) used
+WHERE a.account_id = used.account_id

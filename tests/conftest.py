@@ -1,0 +1,129 @@
+"""Shared fixtures: a real PostgreSQL per test session, a fresh database per test.
+
+The session starts an ephemeral cluster with the server binaries found on the
+machine (or uses ``ANTIGV_TEST_DSN``, which must allow CREATE DATABASE). A
+template database is migrated once; each test gets its own copy of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+from psycopg2 import sql
+
+from antigv.app import create_app
+from antigv.config import Config, build_config
+from antigv.db import migrate
+from antigv.embedded_pg import Cluster
+
+ADMIN_KEY = "sk-admin-test-0123456789abcdef"
+_counter = itertools.count()
+
+
+def dsn_for(base_dsn: str, database: str) -> str:
+    return psycopg2.extensions.make_dsn(base_dsn, dbname=database)
+
+
+def _admin_execute(base_dsn: str, statement: sql.Composable) -> None:
+    conn = psycopg2.connect(dsn_for(base_dsn, "postgres"))
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """A DSN of a server on which the tests may create databases."""
+    external = os.environ.get("ANTIGV_TEST_DSN")
+    if external:
+        yield external
+        return
+    root = Path(tempfile.mkdtemp(prefix="antigv-test-pg-", dir="/tmp"))
+    root.chmod(0o755)  # the server may run as another user and must reach its directory
+    cluster = Cluster(root / "pg")
+    cluster.start(fast_unsafe=True)
+    try:
+        yield cluster.dsn("postgres")
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server: str) -> str:
+    name = f"antigv_template_{os.getpid()}"
+    _admin_execute(pg_server, sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+    _admin_execute(pg_server, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    asyncio.run(migrate(dsn_for(pg_server, name)))
+    return name
+
+
+@pytest.fixture
+def fresh_database(pg_server: str) -> Iterator[str]:
+    """An empty database (no migrations), dropped after the test."""
+    name = f"antigv_empty_{os.getpid()}_{next(_counter)}"
+    _admin_execute(pg_server, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield dsn_for(pg_server, name)
+    _admin_execute(pg_server, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def db_dsn(pg_server: str, template_db: str) -> Iterator[str]:
+    """A migrated database of this test's own."""
+    name = f"antigv_test_{os.getpid()}_{next(_counter)}"
+    _admin_execute(
+        pg_server,
+        sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template_db)),
+    )
+    yield dsn_for(pg_server, name)
+    _admin_execute(pg_server, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def make_config(dsn: str, **sections: dict[str, Any]) -> Config:
+    raw: dict[str, Any] = {
+        "database": {"dsn": dsn, "pool_min": 0, "pool_max": 10},
+        "security": {"admin_api_key": ADMIN_KEY},
+        "logging": {"level": "warning", "format": "json"},
+        "tasks": {"enabled": False},
+    }
+    for name, values in sections.items():
+        raw[name] = {**raw.get(name, {}), **values}
+    return build_config(raw, env={})
+
+
+@pytest.fixture
+def config(db_dsn: str) -> Config:
+    return make_config(db_dsn)
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, config: Config) -> AsyncIterator[Any]:
+    yield await aiohttp_client(create_app(config))
+
+
+@pytest.fixture
+def admin() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def create_user(client: Any, name: str = "alice", **fields: Any) -> dict[str, Any]:
+    response = await client.post("/api/users", json={"name": name, **fields}, headers=bearer(ADMIN_KEY))
+    assert response.status == 200, await response.text()
+    return (await response.json())["data"]
