@@ -9,7 +9,7 @@ import structlog
 from aiohttp import web
 
 from .accounts.selection import AccountRouter
-from .accounts.tokens import TOKENS, TokenManager
+from .accounts.tokens import TOKENS, TokenManager, refresh_due_tokens
 from .auth import KEY_CACHE, KeyCache, auth_middleware
 from .chat import CHAT, ChatService
 from .config import Config
@@ -19,10 +19,14 @@ from .embedded_pg import default_cluster
 from .middleware import request_middleware
 from .routes import chat, health, users
 from .state import CONFIG, DB, HTTP, LIFECYCLE, Lifecycle
+from .tasks import TASKS, Task, TaskLoop, task_loop
 from .upstream.client import UPSTREAM, UpstreamClient
 from .usage import USAGE, usage_writer
 
 log = structlog.get_logger(__name__)
+
+# Seconds a tool call's thought signature is kept for replay.
+SIGNATURE_MAX_AGE = 7 * 24 * 3600
 
 
 def resolve_dsn(config: Config) -> str:
@@ -69,6 +73,10 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
+async def _cleanup_signatures(app: web.Application) -> None:
+    await app[DB].execute("delete_old_signatures", max_age=SIGNATURE_MAX_AGE)
+
+
 async def _on_shutdown(app: web.Application) -> None:
     app[LIFECYCLE].draining = True
 
@@ -81,7 +89,10 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[LIFECYCLE] = Lifecycle()
     app[KEY_CACHE] = KeyCache()
-    app.cleanup_ctx.extend([_database, _http_client, usage_writer, _services])
+    app[TASKS] = TaskLoop(app)
+    app[TASKS].add(Task("refresh_tokens", refresh_due_tokens))
+    app[TASKS].add(Task("cleanup_signatures", _cleanup_signatures, every=3600))
+    app.cleanup_ctx.extend([_database, _http_client, usage_writer, _services, task_loop])
     app.on_shutdown.append(_on_shutdown)
     health.setup(app)
     users.setup(app)

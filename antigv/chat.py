@@ -116,7 +116,9 @@ class ChatService:
             signatures=await self._lookup_signatures(req),
         )
         body = upstream_req.body
-        state = _Attempts(deadline=asyncio.get_running_loop().time() + self._config.upstream.first_byte_timeout)
+        state = _Attempts(
+            deadline=asyncio.get_running_loop().time() + self._config.upstream.first_byte_timeout
+        )
         last_failure: UpstreamFailure | None = None
         ranking = None
         for _attempt in range(self._config.upstream.max_attempts):

@@ -20,6 +20,7 @@ from ..config import OAuthConfig
 from ..crypto import TokenCipher
 from ..db import Database
 from ..errors import UpstreamError
+from ..state import CONFIG, DB
 
 log = structlog.get_logger(__name__)
 
@@ -167,3 +168,17 @@ class TokenManager:
 
 
 TOKENS = web.AppKey("tokens", TokenManager)
+
+
+async def refresh_due_tokens(app: web.Application) -> int:
+    """Background task: refresh every token that expires within ``tasks.refresh_ahead``."""
+    ahead = timedelta(seconds=app[CONFIG].tasks.refresh_ahead)
+    due = await app[DB].all("accounts_due_for_refresh", ahead=ahead.total_seconds(), limit=200)
+    refreshed = 0
+    for row in due:
+        try:
+            await app[TOKENS].refresh(row["account_id"], ahead=ahead)
+            refreshed += 1
+        except (AccountRevoked, RefreshFailed):
+            continue  # already recorded on the account; the loop goes on
+    return refreshed

@@ -101,9 +101,10 @@ class ResponseTranslator:
         self._tool_call_count = 0
         self._saw_output = False
         self._thinking: list[str] = []
-        self._pending_signature: str | None = None
-        # Tool call id -> (thought signature, thinking text before the call): what a later
-        # request needs to replay this turn exactly (PROTOCOL §3.5).
+        self._pending_signature: tuple[str, str | None] | None = None
+        # Tool call id -> (thought signature, the thinking text it signs): what a later request
+        # needs to replay the turn (PROTOCOL §3.5). The text is None for a Gemini signature,
+        # which rides on a call or text part and is replayed there, not on a thought part.
         self.tool_signatures: dict[str, tuple[str, str | None]] = {}
 
     def feed(self, frame: Mapping[str, Any]) -> list[Event]:
@@ -178,29 +179,35 @@ class ResponseTranslator:
                 _reject_client_outdated_notice(text)
                 event = TextDelta(text)
         if signature:
-            # Claude sends it on an empty thought part after its thinking, Gemini on a text part;
-            # either way it belongs to the next tool call.
-            self._pending_signature = signature
+            # Claude signs its thinking with a trailing (empty) thought part, Gemini may sign on
+            # a text part; either way the signature belongs to the next tool call.
+            self._pending_signature = (signature, self._take_thinking() if part.get("thought") else None)
         return event
 
     def _tool_call(self, call: Mapping[str, Any], own_signature: str | None) -> ToolCallEvent:
         call_id = call.get("id") or f"call_{secrets.token_hex(12)}"  # Gemini may omit ids
         name = call.get("name") or ""
-        signature = own_signature or self._pending_signature
-        if signature:
-            self.tool_signatures[call_id] = (signature, "".join(self._thinking) or None)
+        entry = (own_signature, None) if own_signature else self._pending_signature
+        if entry:
+            self.tool_signatures[call_id] = entry
         # Consumed: of parallel calls only the first carries the turn's signature upstream.
         self._pending_signature = None
-        self._thinking = []
+        self._take_thinking()
         event = ToolCallEvent(
             index=self._tool_call_count,
             id=call_id,
             name=self._tool_names.get(name, name),
             arguments_json=orjson.dumps(call.get("args") or {}).decode(),
-            thought_signature=signature,
+            thought_signature=entry[0] if entry else None,
         )
         self._tool_call_count += 1
         return event
+
+    def _take_thinking(self) -> str | None:
+        """The thinking text since the last signature or call, which ends that thinking block."""
+        text = "".join(self._thinking) or None
+        self._thinking = []
+        return text
 
 
 def _reject_client_outdated_notice(text: str) -> None:

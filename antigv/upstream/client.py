@@ -32,7 +32,9 @@ _READ_SIZE = 2**16
 class UpstreamStream:
     """An open ``streamGenerateContent`` reply: parsed frames, with idle timeouts."""
 
-    def __init__(self, response: aiohttp.ClientResponse, first_byte_timeout: float, idle_timeout: float) -> None:
+    def __init__(
+        self, response: aiohttp.ClientResponse, first_byte_timeout: float, idle_timeout: float
+    ) -> None:
         self._response = response
         self._first_byte_timeout = first_byte_timeout
         self._idle_timeout = idle_timeout
@@ -93,7 +95,9 @@ class UpstreamClient:
             "Accept-Encoding": "gzip",
         }
 
-    async def _post(self, method: str, access_token: str, body: bytes, *, stream: bool) -> aiohttp.ClientResponse:
+    async def _post(
+        self, method: str, access_token: str, body: bytes, *, stream: bool
+    ) -> aiohttp.ClientResponse:
         """POST to each base URL in turn until one answers 200; raise the last failure."""
         suffix = f"/v1internal:{method}" + ("?alt=sse" if stream else "")
         headers = self._headers(access_token, "text/event-stream" if stream else "application/json")
@@ -109,7 +113,9 @@ class UpstreamClient:
                     raw = await response.read()
                     response.release()
             except TimeoutError:
-                raise UpstreamFailure(FailureKind.TIMEOUT, 504, f"no answer from upstream ({method})") from None
+                raise UpstreamFailure(
+                    FailureKind.TIMEOUT, 504, f"no answer from upstream ({method})"
+                ) from None
             except (aiohttp.ClientError, OSError) as exc:
                 failure = UpstreamFailure(FailureKind.NETWORK, 502, f"{type(exc).__name__} calling {method}")
             else:
@@ -131,7 +137,9 @@ class UpstreamClient:
             async with asyncio.timeout(self._config.idle_timeout):
                 raw = await response.read()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise UpstreamFailure(FailureKind.NETWORK, 502, f"{method} reply broken: {type(exc).__name__}") from None
+            raise UpstreamFailure(
+                FailureKind.NETWORK, 502, f"{method} reply broken: {type(exc).__name__}"
+            ) from None
         finally:
             response.release()
         try:

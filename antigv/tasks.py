@@ -1,0 +1,107 @@
+"""The background task loop: token refresh, quota reads, pool recovery, clean-ups.
+
+Each task runs on its own schedule. A task marked ``once_per_cluster`` takes a
+PostgreSQL advisory lock (session-level, on one pooled connection) for its run,
+so several instances on one database never run it at the same time. A task
+that fails is logged and runs again next round; it never stops the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+from aiohttp import web
+
+from .db import Database
+from .state import CONFIG, DB
+
+log = structlog.get_logger(__name__)
+
+TaskFunction = Callable[[web.Application], Awaitable[object]]
+
+
+def lock_id(name: str) -> int:
+    return int.from_bytes(
+        hashlib.blake2b(f"antigv-task:{name}".encode(), digest_size=8).digest(), "big", signed=True
+    )
+
+
+@dataclass
+class Task:
+    name: str
+    run: TaskFunction
+    # Seconds between runs; None follows [tasks] interval.
+    every: float | None = None
+    once_per_cluster: bool = True
+    next_run: float = field(default=0.0, compare=False)
+
+
+async def run_locked(db: Database, name: str, action: Callable[[], Awaitable[object]]) -> bool:
+    """Run ``action`` under the task's advisory lock; False if another instance holds it."""
+    async with db.pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute(db.queries["try_task_lock"], {"lock_id": lock_id(name)})
+        if not (await cur.fetchone())[0]:
+            return False
+        try:
+            await action()
+        finally:
+            await cur.execute(db.queries["release_task_lock"], {"lock_id": lock_id(name)})
+    return True
+
+
+class TaskLoop:
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+        self.tasks: dict[str, Task] = {}
+
+    def add(self, task: Task) -> None:
+        self.tasks[task.name] = task
+
+    async def run_once(self, name: str) -> bool:
+        """Run one task now (the CLI's entry point). False if another instance was running it."""
+        task = self.tasks[name]
+        if not task.once_per_cluster:
+            await task.run(self._app)
+            return True
+        return await run_locked(self._app[DB], name, lambda: task.run(self._app))
+
+    async def _tick(self) -> None:
+        interval = self._app[CONFIG].tasks.interval
+        for task in list(self.tasks.values()):
+            now = time.monotonic()
+            if now < task.next_run:
+                continue
+            task.next_run = now + (task.every or interval)
+            try:
+                await self.run_once(task.name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("task_failed", task=task.name)
+
+    async def run_forever(self) -> None:
+        interval = self._app[CONFIG].tasks.interval
+        while True:
+            await self._tick()
+            await asyncio.sleep(min(interval, 1.0))
+
+
+TASKS = web.AppKey("tasks", TaskLoop)
+
+
+async def task_loop(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: run the loop while the app serves (if enabled)."""
+    runner = None
+    if app[CONFIG].tasks.enabled:
+        runner = asyncio.create_task(app[TASKS].run_forever(), name="antigv-tasks")
+    yield
+    if runner is not None:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
