@@ -294,7 +294,7 @@ class ChatService:
 
     # --- closing -------------------------------------------------------------
 
-    def finish(self, reply: OpenedReply, principal: Any, model: str, status: str) -> None:
+    def finish(self, reply: OpenedReply, principal: Any, request_id: str, status: str) -> None:
         """Release the account and queue the usage row (never awaited by the client)."""
         reply.stream.close()
         account = reply.account
@@ -303,7 +303,7 @@ class ChatService:
         usage = translator.usage
         self._usage.record(
             UsageRecord(
-                request_id=reply.upstream.body.get("requestId", ""),
+                request_id=request_id,
                 user_id=principal.user_id,
                 account_id=account["account_id"],
                 model_name=reply.upstream.model,

@@ -87,6 +87,11 @@ class TokenManager:
         # Decrypting on every request is cheap but not free; cache by stored value.
         self._opened: dict[str, str] = {}
 
+    @property
+    def cipher(self) -> TokenCipher:
+        """The cipher that seals tokens at rest (OAuth onboarding stores new ones)."""
+        return self._cipher
+
     def open(self, stored: str) -> str:
         token = self._opened.get(stored)
         if token is None:

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from ..chat import CHAT, OpenedReply
 from ..errors import ApiError, UpstreamError
+from ..middleware import REQUEST_ID
 from ..state import PRINCIPAL
 from ..translate.request import ChatRequest, parse_chat_request
 from ..translate.response import StreamRenderer, assemble_completion
@@ -61,7 +62,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         status = "cancelled"
         raise
     finally:
-        service.finish(reply, principal, req.model, status)
+        service.finish(reply, principal, request[REQUEST_ID], status)
 
 
 async def _complete(service: Any, reply: OpenedReply, req: ChatRequest) -> web.Response:
