@@ -66,3 +66,50 @@ db-status: install $(CONFIG) ## is the embedded PostgreSQL running?
 clean: ## remove the virtualenv and caches (keeps var/ and config.toml)
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# --- operations: thin calls of the CLI ------------------------------------
+
+user-create: install $(CONFIG) ## create a user: make user-create NAME=alice [PREFER_SHARED=1]
+	@test -n "$(NAME)" || { echo "usage: make user-create NAME=..."; exit 2; }
+	$(ANTIGV) user create --name "$(NAME)" $(if $(PREFER_SHARED),--prefer-shared)
+
+users: install $(CONFIG) ## list users
+	$(ANTIGV) user list
+
+quota-recover: install $(CONFIG) ## run shared-pool recovery once
+	$(ANTIGV) recover-quotas
+
+refresh-tokens: install $(CONFIG) ## refresh access tokens that expire soon, once
+	$(ANTIGV) refresh-tokens
+
+db-backup: install $(CONFIG) ## dump the database: make db-backup FILE=antigv.dump
+	@test -n "$(FILE)" || { echo "usage: make db-backup FILE=..."; exit 2; }
+	$(ANTIGV) db backup "$(FILE)"
+
+db-restore: install $(CONFIG) ## restore a dump (replaces data): make db-restore FILE=antigv.dump
+	@test -n "$(FILE)" || { echo "usage: make db-restore FILE=..."; exit 2; }
+	$(ANTIGV) db restore "$(FILE)"
+
+logs: ## follow the service logs (systemd journal)
+	journalctl -f -o cat -u antigv -u 'antigv@*'
+
+SERVICE_PREFIX ?= /opt/antigv
+install-service: ## as root: venv in /opt/antigv, config in /etc/antigv, systemd units
+	@test "$$(id -u)" = 0 || { echo "install-service needs root"; exit 1; }
+	$(PYTHON) -m venv $(SERVICE_PREFIX)
+	$(SERVICE_PREFIX)/bin/pip install --quiet --upgrade pip
+	$(SERVICE_PREFIX)/bin/pip install --quiet '.[speed]'
+	id -u antigv >/dev/null 2>&1 || useradd --system --home-dir /var/lib/antigv --shell /usr/sbin/nologin antigv
+	install -d -o root -g antigv -m 0750 /etc/antigv
+	test -f /etc/antigv/config.toml || { $(SERVICE_PREFIX)/bin/antigv init-config /etc/antigv/config.toml && \
+		chgrp antigv /etc/antigv/config.toml && chmod 0640 /etc/antigv/config.toml; }
+	install -m 0644 deploy/antigv.service deploy/antigv@.service /etc/systemd/system/
+	systemctl daemon-reload
+	@echo "installed: systemctl enable --now antigv   (or antigv@8045 antigv@8046 ...)"
+
+uninstall-service: ## as root: stop and remove the units (keeps /etc/antigv and /var/lib/antigv)
+	@test "$$(id -u)" = 0 || { echo "uninstall-service needs root"; exit 1; }
+	-systemctl disable --now antigv 'antigv@*' 2>/dev/null
+	rm -f /etc/systemd/system/antigv.service /etc/systemd/system/antigv@.service
+	systemctl daemon-reload
+	rm -rf $(SERVICE_PREFIX)

@@ -16,8 +16,11 @@ from .config import Config
 from .crypto import TokenCipher, parse_key
 from .db import Database, Queries, create_pool
 from .embedded_pg import default_cluster
+from .metrics import setup as setup_metrics
 from .middleware import request_middleware
-from .routes import chat, health, users
+from .quotas.pools import recover_pools_task
+from .quotas.service import quota_service, read_stale_quotas
+from .routes import accounts, chat, health, models, oauth, quotas, users
 from .state import CONFIG, DB, HTTP, LIFECYCLE, Lifecycle
 from .tasks import TASKS, Task, TaskLoop, task_loop
 from .upstream.client import UPSTREAM, UpstreamClient
@@ -92,11 +95,19 @@ def create_app(config: Config) -> web.Application:
     app[TASKS] = TaskLoop(app)
     app[TASKS].add(Task("refresh_tokens", refresh_due_tokens))
     app[TASKS].add(Task("cleanup_signatures", _cleanup_signatures, every=3600))
-    app.cleanup_ctx.extend([_database, _http_client, usage_writer, _services, task_loop])
+    app[TASKS].add(Task("recover_pools", recover_pools_task))
+    app[TASKS].add(Task("read_stale_quotas", read_stale_quotas))
+    app[TASKS].add(Task("cleanup_oauth_states", oauth.cleanup_states, every=60))
+    app.cleanup_ctx.extend([_database, _http_client, usage_writer, _services, quota_service, task_loop])
     app.on_shutdown.append(_on_shutdown)
+    setup_metrics(app)
     health.setup(app)
     users.setup(app)
+    oauth.setup(app)
+    accounts.setup(app)
     chat.setup(app)
+    quotas.setup(app)
+    models.setup(app)
     if not config.security.token_encryption_key:
         log.warning("tokens_stored_in_clear", hint="set security.token_encryption_key")
     return app

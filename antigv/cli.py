@@ -5,25 +5,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import dataclasses
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import psycopg2
+from aiohttp import web
 
 from . import users
+from .app import create_app
 from .config import Config, ConfigError, config_path, load_config
 from .db import Database, Queries, QueryError, create_pool, migrate, sql_dir
-from .embedded_pg import EmbeddedError, default_cluster
+from .embedded_pg import EmbeddedError, default_cluster, find_bindir
 from .errors import ApiError
 from .logs import configure_logging
+from .metrics import MULTIPROC_ENV
+from .tasks import TASKS
 
 
 def _example_config() -> Path:
@@ -70,8 +77,32 @@ def cmd_migrate(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _pg_tool(name: str) -> str:
+    return shutil.which(name) or str(find_bindir() / name)
+
+
 def cmd_db(config: Config, args: argparse.Namespace) -> int:
     cluster = default_cluster(config.database.embedded_dir)
+    if args.action in ("backup", "restore"):
+        if not args.file:
+            print(f"antigv: db {args.action} needs a FILE", file=sys.stderr)
+            return 2
+        dsn = database_dsn(config)
+        if args.action == "backup":
+            command = [_pg_tool("pg_dump"), "--format=custom", f"--file={args.file}", dsn]
+        else:
+            command = [
+                _pg_tool("pg_restore"),
+                "--clean",
+                "--if-exists",
+                "--no-owner",
+                f"--dbname={dsn}",
+                args.file,
+            ]
+        result = subprocess.run(command)
+        if result.returncode == 0:
+            print(f"db {args.action}: {args.file}")
+        return result.returncode
     if config.database.dsn and args.action != "url":
         print("antigv: database.dsn is set, so the embedded cluster is not used", file=sys.stderr)
         return 1
@@ -126,10 +157,6 @@ def _event_loop_factory() -> asyncio.AbstractEventLoop | None:
 
 
 def cmd_serve(config: Config, args: argparse.Namespace) -> int:
-    from aiohttp import web
-
-    from .app import create_app
-
     host = args.host or config.server.host
     port = args.port or config.server.port
     if not args.worker:
@@ -144,18 +171,50 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
         access_log=None,
         reuse_port=args.worker or None,
         print=None,
+        # A client that goes away cancels its handler, which aborts the upstream call.
+        handler_cancellation=True,
         loop=_event_loop_factory(),
     )
     return 0
 
 
+async def _run_task(config: Config, name: str) -> None:
+    """Run one background task once, with the app's services but without serving."""
+    app = create_app(dataclasses.replace(config, tasks=dataclasses.replace(config.tasks, enabled=False)))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        if not await app[TASKS].run_once(name):
+            print(f"{name}: another instance is running it right now")
+    finally:
+        await runner.cleanup()
+
+
+def cmd_refresh_tokens(config: Config, args: argparse.Namespace) -> int:
+    database_dsn(config)
+    asyncio.run(_run_task(config, "refresh_tokens"))
+    print("token refresh done")
+    return 0
+
+
 def _run_workers(args: argparse.Namespace, host: str, port: int) -> int:
-    """N processes on one port (SO_REUSEPORT); the kernel spreads connections."""
+    """N processes on one port (SO_REUSEPORT); the kernel spreads connections.
+
+    The workers share a metrics directory so any of them answers /metrics for all.
+    """
     command = [sys.executable, "-m", "antigv"]
     if args.config:
         command += ["--config", args.config]
     command += ["serve", "--worker", "--host", host, "--port", str(port)]
-    children = [subprocess.Popen(command) for _ in range(args.workers)]
+    metrics_dir = tempfile.mkdtemp(prefix="antigv-metrics-")
+    env = {**os.environ, MULTIPROC_ENV: metrics_dir}
+    try:
+        return _supervise([subprocess.Popen(command, env=env) for _ in range(args.workers)])
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _supervise(children: list[subprocess.Popen]) -> int:
 
     def forward(signum: int, _frame: Any) -> None:
         for child in children:
@@ -177,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("path", nargs="?")
 
     commands.add_parser("migrate", help="apply pending database migrations")
+    commands.add_parser("refresh-tokens", help="refresh access tokens that expire soon, once")
 
     serve = commands.add_parser("serve", help="run the HTTP server")
     serve.add_argument("--host")
@@ -185,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
 
     db = commands.add_parser("db", help="manage the embedded PostgreSQL cluster")
-    db.add_argument("action", choices=["start", "stop", "status", "url"])
+    db.add_argument("action", choices=["start", "stop", "status", "url", "backup", "restore"])
+    db.add_argument("file", nargs="?", help="dump file for backup/restore")
 
     user = commands.add_parser("user", help="manage users")
     user_actions = user.add_subparsers(dest="action", required=True)
@@ -205,6 +266,7 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "serve": cmd_serve,
     "db": cmd_db,
     "user": cmd_user,
+    "refresh-tokens": cmd_refresh_tokens,
 }
 
 

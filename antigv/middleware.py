@@ -20,11 +20,15 @@ from .errors import (
     PayloadTooLarge,
     ServiceUnavailable,
 )
+from .metrics import METRICS, route_label
+from .state import LIFECYCLE
 from .web import json_response
 
 log = structlog.get_logger("antigv.http")
 
 REQUEST_ID = web.RequestKey("request_id", str)
+# Probes still answer while draining (readiness says 503 by itself).
+_DRAIN_EXEMPT = frozenset({"/healthz", "/readyz"})
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -68,6 +72,8 @@ async def request_middleware(
     structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
         try:
+            if request.app[LIFECYCLE].draining and request.path not in _DRAIN_EXEMPT:
+                raise ServiceUnavailable("the server is shutting down; retry on another instance")
             response = await handler(request)
         except ApiError as exc:
             response = error_response(request, exc, request_id)
@@ -81,12 +87,17 @@ async def request_middleware(
             response = error_response(request, error, request_id)
         if not response.prepared:
             response.headers["X-Request-Id"] = request_id
+        duration = time.perf_counter() - started
+        route = route_label(request)
+        metrics = request.app[METRICS]
+        metrics.requests.labels(route, request.method, str(response.status)).inc()
+        metrics.request_seconds.labels(route).observe(duration)
         log.info(
             "request",
             method=request.method,
             path=request.path,
             status=response.status,
-            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            duration_ms=round(duration * 1000, 2),
         )
         return response
     finally:
