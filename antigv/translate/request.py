@@ -30,7 +30,7 @@ _MAX_STOP_SEQUENCES = 5
 _INT32 = (-(2**31), 2**31 - 1)
 
 _DATA_URI_HEADER = re.compile(r"data:image/([A-Za-z0-9.+-]+);base64,")
-_BASE64_BODY = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _IMAGE_MIME_TYPES = {
     "jpeg": "image/jpeg",
     "jpg": "image/jpeg",
@@ -365,11 +365,20 @@ def _parse_image(value: object, path: str) -> ImagePart:
     mime_type = _IMAGE_MIME_TYPES.get(header.group(1).lower())
     if mime_type is None:
         _fail(f"image/{header.group(1)} is not supported; send jpeg, png, gif or webp", path)
-    start = header.end()
-    # A shape check is enough to catch garbage; decoding megabytes per request is not.
-    if len(url) == start or (len(url) - start) % 4 or not _BASE64_BODY.fullmatch(url, start):
+    data = url[header.end() :]
+    if not _looks_like_base64(data):
         _fail(f"{path} does not hold valid base64 data", path)
-    return ImagePart(mime_type, url[start:])
+    return ImagePart(mime_type, data)
+
+
+def _looks_like_base64(data: str) -> bool:
+    """Length, alphabet and padding only: decoding megabytes on every request costs too much."""
+    if not data or len(data) % 4 or not data.isascii():
+        return False
+    encoded = data.encode("ascii")
+    # bytes.translate is several times faster than a regex over megabytes.
+    padding = encoded.translate(None, _BASE64_ALPHABET)
+    return padding in (b"", b"=", b"==") and encoded.endswith(padding)
 
 
 def _parse_tool_calls(value: object, path: str) -> tuple[ToolCall, ...]:

@@ -110,7 +110,7 @@ class _Sanitizer:
         if not isinstance(ref, str):
             return self._expand(siblings, seen)
         target = self._definitions.get(ref)
-        if target is None or ref in seen:
+        if target is None or ref in seen or self._expansions_left <= 0:
             return {"type": "object", "description": f"See: {ref.rsplit('/', 1)[-1]}"}, seen
         self._expansions_left -= 1
         merged = {**target, **siblings} if isinstance(target, dict) else siblings
