@@ -1,0 +1,430 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from antigv.errors import (
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from antigv.upstream.failures import (
+    MIN_THROTTLE_DELAY,
+    FailureKind,
+    UpstreamFailure,
+    classify_error,
+    is_retryable_elsewhere,
+    parse_go_duration,
+    to_api_error,
+)
+
+NOW = datetime(2025, 11, 30, 1, 38, 22, tzinfo=UTC)
+ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
+
+# PROTOCOL Appendix A.4.
+A4_QUOTA_EXHAUSTED = {
+    "error": {
+        "code": 429,
+        "message": "You have exhausted your capacity on this model. Your quota will reset after 13h19m1s.",
+        "status": "RESOURCE_EXHAUSTED",
+        "details": [
+            {
+                "@type": ERROR_INFO,
+                "reason": "QUOTA_EXHAUSTED",
+                "domain": "cloudcode-pa.googleapis.com",
+                "metadata": {
+                    "model": "claude-sonnet-4-5-thinking",
+                    "uiMessage": "true",
+                    "quotaResetDelay": "13h19m1.20964964s",
+                    "quotaResetTimeStamp": "2025-11-30T14:57:24Z",
+                },
+            },
+            {"@type": RETRY_INFO, "retryDelay": "47941.209649640s"},
+        ],
+    }
+}
+
+
+def google_error(
+    code: int, status: str, message: str, reason: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    details: list[dict[str, Any]] = []
+    if reason:
+        details.append({"@type": ERROR_INFO, "reason": reason, "domain": "cloudcode-pa.googleapis.com"})
+    if "metadata" in extra:
+        details[0]["metadata"] = extra["metadata"]
+    if "retry_delay" in extra:
+        details.append({"@type": RETRY_INFO, "retryDelay": extra["retry_delay"]})
+    return {"error": {"code": code, "message": message, "status": status, "details": details}}
+
+
+def classify(status: int, body: Any, headers: dict[str, str] | None = None) -> UpstreamFailure:
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    return classify_error(status, raw, headers, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [A4_QUOTA_EXHAUSTED, [A4_QUOTA_EXHAUSTED]],
+    ids=["object", "array"],
+)
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json; charset=UTF-8", "text/event-stream"],
+)
+def test_a4_quota_exhausted(body: Any, content_type: str) -> None:
+    failure = classify(429, body, {"Content-Type": content_type})
+    assert failure.kind is FailureKind.QUOTA_EXHAUSTED
+    assert failure.status == 429
+    assert failure.reason == "QUOTA_EXHAUSTED"
+    assert failure.retry_after == pytest.approx(47941.20964964)
+    assert failure.reset_at == datetime(2025, 11, 30, 14, 57, 24, tzinfo=UTC)
+    assert failure.message.startswith("You have exhausted your capacity on this model.")
+    assert is_retryable_elsewhere(failure)
+
+
+def test_quota_reset_delay_is_used_without_retry_info() -> None:
+    body = google_error(
+        429,
+        "RESOURCE_EXHAUSTED",
+        "You have exhausted your capacity on this model.",
+        "QUOTA_EXHAUSTED",
+        metadata={"quotaResetDelay": "13h19m1.20964964s", "quotaResetTimeStamp": "2025-11-30T14:57:24Z"},
+    )
+    failure = classify(429, body)
+    assert failure.retry_after == pytest.approx(13 * 3600 + 19 * 60 + 1.20964964)
+    assert failure.reset_at == datetime(2025, 11, 30, 14, 57, 24, tzinfo=UTC)
+
+
+def test_quota_reset_timestamp_alone_gives_the_remaining_time() -> None:
+    body = google_error(
+        429,
+        "RESOURCE_EXHAUSTED",
+        "quota",
+        "QUOTA_EXHAUSTED",
+        metadata={"quotaResetTimeStamp": "2025-11-30T14:57:24Z"},
+    )
+    failure = classify(429, body)
+    assert failure.retry_after == (datetime(2025, 11, 30, 14, 57, 24, tzinfo=UTC) - NOW).total_seconds()
+
+
+@pytest.mark.parametrize(
+    ("message", "seconds"),
+    [
+        ("You have exhausted your capacity on this model. Your quota will reset after 4h30m28s.", 16228),
+        (
+            "Individual quota reached. Please upgrade your subscription to increase your limits. "
+            "Resets in 2h26m55s.",
+            8815,
+        ),
+    ],
+)
+def test_delay_from_the_message_text(message: str, seconds: float) -> None:
+    failure = classify(429, google_error(429, "RESOURCE_EXHAUSTED", message, "QUOTA_EXHAUSTED"))
+    assert failure.retry_after == seconds
+    assert failure.reset_at == NOW + timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "seconds"),
+    [("120", 120.0), ("Sun, 30 Nov 2025 01:40:22 GMT", 120.0)],
+    ids=["seconds", "http-date"],
+)
+def test_retry_after_header_is_the_last_resort(retry_after: str, seconds: float) -> None:
+    failure = classify(429, b"Too Many Requests", {"retry-after": retry_after})
+    assert failure.kind is FailureKind.RATE_LIMITED
+    assert failure.retry_after == seconds
+
+
+def test_retry_info_wins_over_every_other_source() -> None:
+    body = google_error(
+        429,
+        "RESOURCE_EXHAUSTED",
+        "Your quota will reset after 1h.",
+        "QUOTA_EXHAUSTED",
+        metadata={"quotaResetDelay": "45s"},
+        retry_delay="25s",
+    )
+    assert classify(429, body, {"Retry-After": "99"}).retry_after == 25.0
+
+
+def test_rate_limit_exceeded_has_its_sub_second_delay_floored() -> None:
+    body = google_error(
+        429,
+        "RESOURCE_EXHAUSTED",
+        "You have exhausted your capacity on this model. Your quota will reset after 0s.",
+        "RATE_LIMIT_EXCEEDED",
+        metadata={"quotaResetDelay": "976.066617ms"},
+        retry_delay="0.976066617s",
+    )
+    failure = classify(429, body)
+    assert failure.kind is FailureKind.RATE_LIMITED
+    assert failure.retry_after == MIN_THROTTLE_DELAY
+    assert failure.reset_at == NOW + timedelta(seconds=MIN_THROTTLE_DELAY)
+    assert is_retryable_elsewhere(failure)
+
+
+def test_unknown_429_is_a_rate_limit_without_delay() -> None:
+    failure = classify(429, google_error(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted"))
+    assert failure.kind is FailureKind.RATE_LIMITED
+    assert (failure.reason, failure.retry_after, failure.reset_at) == (None, None, None)
+
+
+@pytest.mark.parametrize(("status", "status_text"), [(429, "RESOURCE_EXHAUSTED"), (503, "UNAVAILABLE")])
+def test_model_capacity_exhausted(status: int, status_text: str) -> None:
+    body = google_error(
+        status,
+        status_text,
+        "No capacity available for model gemini-2.5-pro on the server",
+        "MODEL_CAPACITY_EXHAUSTED",
+        retry_delay="25s",
+    )
+    failure = classify(status, body)
+    assert failure.kind is FailureKind.CAPACITY
+    assert failure.retry_after == 25.0
+    assert not is_retryable_elsewhere(failure)
+
+
+def test_claude_error_embedded_as_json_string() -> None:
+    anthropic = {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "message": "prompt is too long: 212000 tokens > 200000 maximum",
+        },
+        "request_id": "req_vrtx_011CV",
+    }
+    body = google_error(400, "INVALID_ARGUMENT", orjson.dumps(anthropic).decode())
+    failure = classify(400, body, {"Content-Type": "text/event-stream"})
+    assert failure.kind is FailureKind.INVALID_REQUEST
+    assert failure.message == "prompt is too long: 212000 tokens > 200000 maximum"
+    assert not is_retryable_elsewhere(failure)
+    error = to_api_error(failure)
+    assert isinstance(error, InvalidRequest)
+    assert (error.status, error.code, error.message) == (400, "upstream_invalid_request", failure.message)
+
+
+def test_message_that_only_looks_like_json_is_kept() -> None:
+    failure = classify(400, google_error(400, "INVALID_ARGUMENT", "{not json"))
+    assert failure.message == "{not json"
+
+
+def test_invalid_argument_keeps_the_upstream_message() -> None:
+    message = 'Invalid JSON payload received. Unknown name "messages": Cannot find field.'
+    failure = classify(400, google_error(400, "INVALID_ARGUMENT", message))
+    assert failure.kind is FailureKind.INVALID_REQUEST
+    assert to_api_error(failure).message == message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        google_error(400, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
+        google_error(400, "INVALID_ARGUMENT", "Quota exceeded for quota metric 'Generate requests'"),
+        b"RESOURCE_EXHAUSTED",
+    ],
+)
+def test_400_about_quota_counts_as_quota(body: Any) -> None:
+    assert classify(400, body).kind is FailureKind.QUOTA_EXHAUSTED
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        google_error(
+            400,
+            "INVALID_ARGUMENT",
+            "Invalid resource field value in the request.",
+            "RESOURCE_PROJECT_INVALID",
+        ),
+        google_error(400, "INVALID_ARGUMENT", "RESOURCE_PROJECT_INVALID: project not usable"),
+    ],
+)
+def test_project_invalid(body: Any) -> None:
+    failure = classify(400, body)
+    assert failure.kind is FailureKind.PROJECT_INVALID
+    assert is_retryable_elsewhere(failure)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind"),
+    [
+        (
+            401,
+            google_error(
+                401,
+                "UNAUTHENTICATED",
+                "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie "
+                "or other valid authentication credential.",
+            ),
+            FailureKind.UNAUTHENTICATED,
+        ),
+        (
+            403,
+            google_error(403, "PERMISSION_DENIED", "The caller does not have permission"),
+            FailureKind.PERMISSION_DENIED,
+        ),
+        (
+            403,
+            google_error(
+                403,
+                "PERMISSION_DENIED",
+                "Verify your account to continue.",
+                "VALIDATION_REQUIRED",
+                metadata={"validation_url": "https://accounts.google.com/signin/continue?x=1"},
+            ),
+            FailureKind.ACCOUNT_BLOCKED,
+        ),
+        (
+            403,
+            google_error(
+                403,
+                "PERMISSION_DENIED",
+                "This service has been disabled in this account for violation of Terms of Service.",
+            ),
+            FailureKind.ACCOUNT_BLOCKED,
+        ),
+        (404, google_error(404, "NOT_FOUND", "Requested entity was not found."), FailureKind.NOT_FOUND),
+        (500, google_error(500, "INTERNAL", "Internal error encountered."), FailureKind.SERVER_ERROR),
+        (502, b"<html><body>Bad Gateway</body></html>", FailureKind.SERVER_ERROR),
+        (408, b"", FailureKind.SERVER_ERROR),
+        (413, b"Request Entity Too Large", FailureKind.INVALID_REQUEST),
+    ],
+)
+def test_classification_by_status_and_reason(status: int, body: Any, kind: FailureKind) -> None:
+    assert classify(status, body).kind is kind
+
+
+def test_body_that_is_not_json_becomes_the_message_cut_short() -> None:
+    assert (
+        classify(502, b"\n<html><body>Bad Gateway</body></html>\n").message
+        == "<html><body>Bad Gateway</body></html>"
+    )
+    assert classify(502, b"x" * 100_000).message == "x" * 500
+
+
+def test_oauth_style_error_body() -> None:
+    body = {"error": "invalid_grant", "error_description": "Token has been expired or revoked."}
+    failure = classify(400, body)
+    assert (failure.kind, failure.message) == (
+        FailureKind.INVALID_REQUEST,
+        "Token has been expired or revoked.",
+    )
+
+
+def test_error_frame_inside_a_200_stream_uses_its_own_code() -> None:
+    failure = classify(200, A4_QUOTA_EXHAUSTED)
+    assert (failure.kind, failure.status) == (FailureKind.QUOTA_EXHAUSTED, 429)
+
+
+def test_upstream_failure_is_an_exception_with_a_readable_str() -> None:
+    failure = classify(404, google_error(404, "NOT_FOUND", "Requested entity was not found."))
+    with pytest.raises(UpstreamFailure) as raised:
+        raise failure
+    assert str(raised.value) == "NOT_FOUND (HTTP 404): Requested entity was not found."
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("4h30m28.060903746s", 16228.060903746),
+        ("13h19m1.20964964s", 47941.20964964),
+        ("976.066617ms", 0.976066617),
+        ("0.976066617s", 0.976066617),
+        ("47941.209649640s", 47941.20964964),
+        ("25s", 25.0),
+        ("45m", 2700.0),
+        ("1h", 3600.0),
+        ("0", 0.0),
+        ("0s", 0.0),
+        (".5s", 0.5),
+        ("1.5h", 5400.0),
+        ("250us", 0.00025),
+        ("250µs", 0.00025),
+        ("250μs", 0.00025),
+        ("1500ns", 0.0000015),
+        ("1m0.5s", 60.5),
+        ("-2s", -2.0),
+    ],
+)
+def test_parse_go_duration(text: str, seconds: float) -> None:
+    assert parse_go_duration(text) == pytest.approx(seconds, rel=1e-12)
+
+
+@pytest.mark.parametrize("junk", ["", "s", "12", "1x", "1h 2m", "h1", "1..5s", "--1s", "1s!", "PT5S"])
+def test_parse_go_duration_rejects_junk(junk: str) -> None:
+    with pytest.raises(ValueError):
+        parse_go_duration(junk)
+
+
+def test_unparsable_delays_fall_through_to_the_next_source() -> None:
+    body = google_error(
+        429,
+        "RESOURCE_EXHAUSTED",
+        "Your quota will reset after 45m.",
+        "QUOTA_EXHAUSTED",
+        metadata={"quotaResetDelay": "soon", "quotaResetTimeStamp": "tomorrow"},
+        retry_delay=5,
+    )
+    failure = classify(429, body)
+    assert failure.retry_after == 2700.0
+
+
+def test_kinds_worth_another_account_or_host() -> None:
+    retryable = {kind for kind in FailureKind if is_retryable_elsewhere(UpstreamFailure(kind, 0, "")) is True}
+    assert retryable == set(FailureKind) - {
+        FailureKind.INVALID_REQUEST,
+        FailureKind.CAPACITY,
+        FailureKind.TIMEOUT,
+    }
+
+
+def test_client_errors_for_throttling_carry_retry_after() -> None:
+    quota = to_api_error(classify(429, A4_QUOTA_EXHAUSTED))
+    assert isinstance(quota, RateLimited)
+    assert (quota.code, quota.retry_after) == ("quota_exhausted", pytest.approx(47941.20964964))
+    rate = to_api_error(UpstreamFailure(FailureKind.RATE_LIMITED, 429, "", retry_after=2.0))
+    assert isinstance(rate, RateLimited)
+    assert (rate.code, rate.retry_after) == ("rate_limit_exceeded", 2.0)
+
+
+@pytest.mark.parametrize(("status", "error_class"), [(429, RateLimited), (503, ServiceUnavailable)])
+def test_client_error_for_capacity_follows_the_upstream_status(status: int, error_class: type) -> None:
+    error = to_api_error(UpstreamFailure(FailureKind.CAPACITY, status, "No capacity", retry_after=25.0))
+    assert type(error) is error_class
+    assert (error.code, error.retry_after) == ("model_capacity_exhausted", 25.0)
+
+
+def test_client_error_for_not_found_and_timeout() -> None:
+    not_found = to_api_error(UpstreamFailure(FailureKind.NOT_FOUND, 404, "Requested entity was not found."))
+    assert isinstance(not_found, NotFound)
+    assert not_found.code == "model_not_found"
+    assert isinstance(to_api_error(UpstreamFailure(FailureKind.TIMEOUT, 0, "first byte")), UpstreamTimeout)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        FailureKind.UNAUTHENTICATED,
+        FailureKind.PERMISSION_DENIED,
+        FailureKind.ACCOUNT_BLOCKED,
+        FailureKind.PROJECT_INVALID,
+        FailureKind.SERVER_ERROR,
+        FailureKind.NETWORK,
+    ],
+)
+def test_other_failures_become_a_502_that_reveals_nothing_of_the_account(kind: FailureKind) -> None:
+    secret = "Permission denied on project cogent-snow-4mnnp for user@example.com token ya29.a0AfB_secret"
+    error = to_api_error(UpstreamFailure(kind, 403, secret))
+    assert type(error) is UpstreamError
+    assert error.status == 502
+    assert error.message
+    for leaked in ("cogent-snow", "example.com", "ya29"):
+        assert leaked not in error.message

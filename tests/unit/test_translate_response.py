@@ -1,0 +1,526 @@
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+import pytest
+
+from antigv.errors import RateLimited, UpstreamError
+from antigv.translate.response import (
+    Event,
+    Finish,
+    ImageEvent,
+    ReasoningDelta,
+    ResponseTranslator,
+    StreamRenderer,
+    TextDelta,
+    ToolCallEvent,
+    assemble_completion,
+)
+from antigv.upstream.sse import SSEParser
+
+
+def sse_body(*frames: str) -> bytes:
+    return "".join(f"data: {frame}\n\n" for frame in frames).encode()
+
+
+# PROTOCOL Appendix A.1 and A.2, verbatim.
+A1_GEMINI_TOOL_CALL = sse_body(
+    r'{"response": {"candidates": [{"content": {"role": "model","parts": [{"text": "**Checking wea'
+    r'ther**\n\nThe user wants…","thought": true}]}}],"usageMetadata": {"promptTokenCount": 41,"to'
+    r'talTokenCount": 41},"modelVersion": "gemini-3-pro-high","createTime": "2025-12-10T08:00:00.0'
+    r'00000Z","responseId": "AbCdEf012345"},"traceId": "1a2b3c4d5e6f7a8b"}',
+    r'{"response": {"candidates": [{"content": {"role": "model","parts": [{"functionCall": {"name"'
+    r': "get_weather","args": {"city": "Paris"}},"thoughtSignature": "CiQB0e2Kb…"}]},"finishReason'
+    r'": "STOP"}],"usageMetadata": {"promptTokenCount": 41,"candidatesTokenCount": 15,"thoughtsTok'
+    r'enCount": 60,"totalTokenCount": 116},"modelVersion": "gemini-3-pro-high","createTime": "2025'
+    r'-12-10T08:00:00.000000Z","responseId": "AbCdEf012345"},"traceId": "1a2b3c4d5e6f7a8b"}',
+)
+A2_CLAUDE_THINKING = sse_body(
+    r'{"response": {"candidates": [{"content": {"role": "model","parts": [{"text": "Let me think a'
+    r'bout","thought": true}]}}],"modelVersion": "claude-sonnet-4-5-thinking","responseId": "msg_v'
+    r'rtx_01ABC"},"traceId": "9f8e7d6c5b4a3921"}',
+    r'{"response": {"candidates": [{"content": {"role": "model","parts": [{"text": " this.","thoug'
+    r'ht": true}]}}],"modelVersion": "claude-sonnet-4-5-thinking","responseId": "msg_vrtx_01ABC"},'
+    r'"traceId": "9f8e7d6c5b4a3921"}',
+    r'{"response": {"candidates": [{"content": {"role": "model","parts": [{"text": "","thought": t'
+    r'rue,"thoughtSignature": "EqQBCkgIBhABGAIiQ…"}]}}],"modelVersion": "claude-sonnet-4-5-thinkin'
+    r'g","responseId": "msg_vrtx_01ABC"},"traceId": "9f8e7d6c5b4a3921"}',
+    r'{"response": {"candidates": [{"content": {"role": "model","parts": [{"text": "Hello"}]}}],"m'
+    r'odelVersion": "claude-sonnet-4-5-thinking","responseId": "msg_vrtx_01ABC"},"traceId": "9f8e7'
+    r'd6c5b4a3921"}',
+    r'{"response": {"candidates": [{"content": {"role": "model","parts": [{"text": " "}]}}],"model'
+    r'Version": "claude-sonnet-4-5-thinking","responseId": "msg_vrtx_01ABC"},"traceId": "9f8e7d6c5'
+    r'b4a3921"}',
+    r'{"response": {"candidates": [{"content": {"role": "model","parts": [{"text": "world"}]},"fin'
+    r'ishReason": "STOP"}],"usageMetadata": {"promptTokenCount": 12,"candidatesTokenCount": 30,"to'
+    r'talTokenCount": 42},"modelVersion": "claude-sonnet-4-5-thinking","responseId": "msg_vrtx_01A'
+    r'BC"},"traceId": "9f8e7d6c5b4a3921"}',
+)
+MADE_UP_CALL_ID = re.compile(r"call_[0-9a-f]{24}")
+
+
+def frames_of(stream: bytes) -> list[dict[str, Any]]:
+    parser = SSEParser()
+    return [orjson.loads(data) for data in parser.feed(stream) + parser.close()]
+
+
+def frame(*parts: dict[str, Any], finish: str | None = None, usage: dict[str, int] | None = None) -> dict:
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": list(parts)}}
+    if finish:
+        candidate["finishReason"] = finish
+    response: dict[str, Any] = {"candidates": [candidate]}
+    if usage:
+        response["usageMetadata"] = usage
+    return {"response": response, "traceId": "55650653afd3c738"}
+
+
+def translate(frames: list[dict[str, Any]], **kwargs: Any) -> tuple[ResponseTranslator, list[Event]]:
+    translator = ResponseTranslator(**kwargs)
+    events = [event for item in frames for event in translator.feed(item)]
+    return translator, events + translator.finish()
+
+
+def stream_chunks(stream: bytes) -> list[Any]:
+    """Each ``data:`` payload of a rendered OpenAI stream, JSON-decoded except ``[DONE]``."""
+    assert stream.endswith(b"\n\n")
+    payloads = [block.removeprefix(b"data: ") for block in stream[:-2].split(b"\n\n")]
+    return [payload.decode() if payload == b"[DONE]" else orjson.loads(payload) for payload in payloads]
+
+
+def render_stream(events: list[Event], usage: dict[str, Any], include_usage: bool = True) -> list[Any]:
+    renderer = StreamRenderer(
+        "client-model", include_usage, completion_id="chatcmpl-test", created=1700000000
+    )
+    body = renderer.start() + renderer.render(events[:-1]) + renderer.finish(events[-1:], usage)
+    return stream_chunks(body)
+
+
+def message_from_stream(chunks: list[Any]) -> tuple[dict[str, Any], str]:
+    """Rebuild the message the way an OpenAI client accumulates deltas."""
+    message: dict[str, Any] = {"role": None, "content": "", "reasoning_content": "", "tool_calls": []}
+    finish_reason = None
+    for chunk in chunks:
+        if chunk == "[DONE]" or not chunk["choices"]:
+            continue
+        choice = chunk["choices"][0]
+        delta = choice["delta"]
+        finish_reason = choice["finish_reason"] or finish_reason
+        message["role"] = delta.get("role", message["role"])
+        message["content"] += delta.get("content") or ""
+        message["reasoning_content"] += delta.get("reasoning_content") or ""
+        for call in delta.get("tool_calls", []):
+            assert call.pop("index") == len(message["tool_calls"])
+            message["tool_calls"].append(call)
+    message["content"] = message["content"] or None
+    for optional in ("reasoning_content", "tool_calls"):
+        if not message[optional]:
+            del message[optional]
+    return message, finish_reason
+
+
+def test_a1_gemini_thinking_and_tool_call() -> None:
+    translator, events = translate(frames_of(A1_GEMINI_TOOL_CALL))
+    thinking = "**Checking weather**\n\nThe user wants…"
+    reasoning, call, finish = events
+    assert reasoning == ReasoningDelta(thinking)
+    assert isinstance(call, ToolCallEvent)
+    assert MADE_UP_CALL_ID.fullmatch(call.id)
+    assert (call.index, call.name, call.arguments_json) == (0, "get_weather", '{"city":"Paris"}')
+    assert call.thought_signature == "CiQB0e2Kb…"
+    assert finish == Finish("tool_calls")
+    # A Gemini signature rides on the call part: no thinking text to replay with it.
+    assert translator.tool_signatures == {call.id: ("CiQB0e2Kb…", None)}
+    assert translator.usage == {
+        "prompt_tokens": 41,
+        "completion_tokens": 75,
+        "total_tokens": 116,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 60},
+    }
+
+
+def test_a1_stream_carries_index_id_and_signature() -> None:
+    translator, events = translate(frames_of(A1_GEMINI_TOOL_CALL))
+    chunks = render_stream(events, translator.usage)
+    tool_delta = chunks[2]["choices"][0]["delta"]
+    assert tool_delta == {
+        "tool_calls": [
+            {
+                "index": 0,
+                "id": events[1].id,
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                "extra_content": {"google": {"thought_signature": "CiQB0e2Kb…"}},
+            }
+        ]
+    }
+    assert chunks[3]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_a2_claude_stream_is_exactly_the_documented_one() -> None:
+    translator, events = translate(frames_of(A2_CLAUDE_THINKING))
+    head = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1700000000}
+    head["model"] = "client-model"
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+        return {**head, "choices": [choice], "usage": None}
+
+    usage = {
+        "prompt_tokens": 12,
+        "completion_tokens": 30,
+        "total_tokens": 42,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
+    assert render_stream(events, translator.usage) == [
+        chunk({"role": "assistant", "content": ""}),
+        chunk({"reasoning_content": "Let me think about"}),
+        chunk({"reasoning_content": " this."}),
+        chunk({"content": "Hello"}),
+        chunk({"content": " "}),
+        chunk({"content": "world"}),
+        chunk({}, "stop"),
+        {**head, "choices": [], "usage": usage},
+        "[DONE]",
+    ]
+
+
+def test_stream_without_include_usage_has_no_usage_anywhere() -> None:
+    translator, events = translate(frames_of(A2_CLAUDE_THINKING))
+    chunks = render_stream(events, translator.usage, include_usage=False)
+    assert chunks[-1] == "[DONE]"
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert all("usage" not in chunk for chunk in chunks[:-1])
+
+
+@pytest.mark.parametrize("stream", [A1_GEMINI_TOOL_CALL, A2_CLAUDE_THINKING], ids=["A.1", "A.2"])
+def test_non_stream_body_has_the_stream_content(stream: bytes) -> None:
+    translator, events = translate(frames_of(stream))
+    streamed_message, streamed_finish = message_from_stream(render_stream(events, translator.usage))
+    body = assemble_completion(events, translator.usage, "client-model", "chatcmpl-test", 1700000000)
+    assert body == {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "client-model",
+        "choices": [
+            {"index": 0, "message": streamed_message, "finish_reason": streamed_finish, "logprobs": None}
+        ],
+        "usage": translator.usage,
+    }
+
+
+def test_a2_non_stream_message() -> None:
+    translator, events = translate(frames_of(A2_CLAUDE_THINKING))
+    body = assemble_completion(events, translator.usage, "client-model")
+    assert body["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": "Hello world",
+        "reasoning_content": "Let me think about this.",
+    }
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert re.fullmatch(r"chatcmpl-\w+", body["id"])
+
+
+def test_tool_call_only_reply_has_null_content() -> None:
+    call = {"functionCall": {"id": "toolu_vrtx_1", "name": "ls", "args": {}}}
+    translator, events = translate([frame(call, finish="OTHER")])
+    message = assemble_completion(events, translator.usage, "m")["choices"][0]["message"]
+    assert message["content"] is None
+    assert message["tool_calls"] == [
+        {"id": "toolu_vrtx_1", "type": "function", "function": {"name": "ls", "arguments": "{}"}}
+    ]
+
+
+def test_made_up_call_id_is_the_same_everywhere() -> None:
+    part = {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": "sig"}
+    translator, events = translate([frame(part, finish="STOP")])
+    call_id = events[0].id
+    assert MADE_UP_CALL_ID.fullmatch(call_id)
+    streamed, _ = message_from_stream(render_stream(events, translator.usage))
+    assembled = assemble_completion(events, translator.usage, "m")["choices"][0]["message"]
+    assert streamed["tool_calls"][0]["id"] == assembled["tool_calls"][0]["id"] == call_id
+    assert list(translator.tool_signatures) == [call_id]
+
+
+def test_made_up_call_ids_differ_between_calls() -> None:
+    part = {"functionCall": {"name": "f"}}
+    _, events = translate([frame(part, part)])
+    assert events[0].id != events[1].id
+
+
+def test_parallel_calls_get_indexes_0_and_1_and_only_the_first_the_signature() -> None:
+    first = {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": "sig-1"}
+    second = {"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}}
+    translator, events = translate([frame(first), frame(second, finish="STOP")])
+    assert [(event.index, event.arguments_json) for event in events[:2]] == [
+        (0, '{"city":"Paris"}'),
+        (1, '{"city":"Rome"}'),
+    ]
+    assert [event.thought_signature for event in events[:2]] == ["sig-1", None]
+    assert list(translator.tool_signatures) == [events[0].id]
+    chunks = render_stream(events, translator.usage)
+    assert [chunk["choices"][0]["delta"]["tool_calls"][0]["index"] for chunk in chunks[1:3]] == [0, 1]
+    assert "extra_content" not in chunks[2]["choices"][0]["delta"]["tool_calls"][0]
+
+
+def test_claude_signature_is_captured_with_the_whole_thinking_text() -> None:
+    translator, events = translate(
+        [
+            frame({"text": "I should ", "thought": True}),
+            frame({"text": "list files.", "thought": True}),
+            frame({"text": "", "thought": True, "thoughtSignature": "claude-sig"}),
+            frame(
+                {"functionCall": {"id": "toolu_vrtx_1", "name": "ls", "args": {"path": "/"}}}, finish="OTHER"
+            ),
+        ]
+    )
+    assert translator.tool_signatures == {"toolu_vrtx_1": ("claude-sig", "I should list files.")}
+    assert events[2] == ToolCallEvent(0, "toolu_vrtx_1", "ls", '{"path":"/"}', "claude-sig")
+    assert events[3] == Finish("tool_calls")
+
+
+def test_of_parallel_claude_calls_the_first_carries_the_turn_signature() -> None:
+    translator, events = translate(
+        [
+            frame(
+                {"text": "Two lookups.", "thought": True},
+                {"text": "", "thought": True, "thoughtSignature": "s"},
+            ),
+            frame(
+                {"functionCall": {"id": "toolu_a", "name": "f"}},
+                {"functionCall": {"id": "toolu_b", "name": "f"}},
+            ),
+        ]
+    )
+    assert translator.tool_signatures == {"toolu_a": ("s", "Two lookups.")}
+    assert [event.thought_signature for event in events[1:3]] == ["s", None]
+
+
+def test_each_interleaved_thinking_block_signs_its_own_call() -> None:
+    translator, _ = translate(
+        [
+            frame({"text": "first", "thought": True, "thoughtSignature": "sig-a"}),
+            frame({"functionCall": {"id": "toolu_a", "name": "f"}}),
+            frame(
+                {"text": "second", "thought": True},
+                {"text": "", "thought": True, "thoughtSignature": "sig-b"},
+            ),
+            frame({"functionCall": {"id": "toolu_b", "name": "f"}}),
+        ]
+    )
+    assert translator.tool_signatures == {"toolu_a": ("sig-a", "first"), "toolu_b": ("sig-b", "second")}
+
+
+def test_thinking_before_an_unsigned_call_is_not_signed_by_a_later_block() -> None:
+    translator, _ = translate(
+        [
+            frame({"text": "unsigned", "thought": True}, {"functionCall": {"id": "toolu_a", "name": "f"}}),
+            frame(
+                {"text": "signed", "thought": True}, {"text": "", "thought": True, "thoughtSignature": "sig"}
+            ),
+            frame({"functionCall": {"id": "toolu_b", "name": "f"}}),
+        ]
+    )
+    assert translator.tool_signatures == {"toolu_b": ("sig", "signed")}
+
+
+def test_gemini_signature_on_an_earlier_text_part_applies_to_the_call() -> None:
+    translator, events = translate(
+        [
+            frame({"text": "Plan.", "thought": True}),
+            frame({"text": "Let me check.", "thoughtSignature": "gem-sig"}, {"functionCall": {"name": "f"}}),
+        ]
+    )
+    assert events[1] == TextDelta("Let me check.")
+    assert translator.tool_signatures == {events[2].id: ("gem-sig", None)}
+
+
+def test_signature_only_parts_produce_no_event() -> None:
+    translator = ResponseTranslator()
+    assert translator.feed(frame({"thoughtSignature": "sig"})) == []
+    assert translator.feed(frame({"text": "", "thought": True, "thoughtSignature": "sig"})) == []
+    assert not translator.saw_output
+
+
+def test_whitespace_delta_is_kept_and_empty_text_dropped() -> None:
+    translator = ResponseTranslator()
+    assert translator.feed(frame({"text": " "}, {"text": ""}, {"text": "\n"})) == [
+        TextDelta(" "),
+        TextDelta("\n"),
+    ]
+
+
+def test_usage_repeated_on_every_frame_is_not_summed() -> None:
+    frames = [
+        frame(
+            {"text": "a"}, usage={"promptTokenCount": 10, "candidatesTokenCount": 1, "totalTokenCount": 11}
+        ),
+        frame(
+            {"text": "b"}, usage={"promptTokenCount": 10, "candidatesTokenCount": 2, "totalTokenCount": 12}
+        ),
+        frame(
+            {"text": "c"},
+            finish="STOP",
+            usage={"promptTokenCount": 10, "candidatesTokenCount": 3, "totalTokenCount": 13},
+        ),
+    ]
+    translator, _ = translate(frames)
+    assert translator.prompt_tokens == 10
+    assert translator.completion_tokens == 3
+    assert translator.usage["total_tokens"] == 13
+
+
+def test_upstream_total_is_used_as_given() -> None:
+    usage = {"promptTokenCount": 10, "candidatesTokenCount": 3, "totalTokenCount": 20}
+    translator, _ = translate([frame({"text": "a"}, finish="STOP", usage=usage)])
+    assert translator.usage["total_tokens"] == 20
+
+
+def test_finish_reason_and_usage_in_separate_frames() -> None:
+    usage = {
+        "promptTokenCount": 7,
+        "candidatesTokenCount": 3,
+        "thoughtsTokenCount": 4,
+        "cachedContentTokenCount": 5,
+    }
+    translator, events = translate(
+        [frame({"text": "hi"}, {"text": ""}, finish="MAX_TOKENS"), {"response": {"usageMetadata": usage}}]
+    )
+    assert events == [TextDelta("hi"), Finish("length")]
+    assert (translator.prompt_tokens, translator.completion_tokens, translator.reasoning_tokens) == (7, 7, 4)
+    assert translator.usage == {
+        "prompt_tokens": 7,
+        "completion_tokens": 7,
+        "total_tokens": 14,
+        "prompt_tokens_details": {"cached_tokens": 5},
+        "completion_tokens_details": {"reasoning_tokens": 4},
+    }
+
+
+def test_usage_is_zero_when_upstream_sent_none() -> None:
+    translator, _ = translate([frame({"text": "hi"}, finish="STOP")])
+    assert translator.usage == {
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "total_tokens": 0,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
+
+
+@pytest.mark.parametrize(
+    ("upstream_reason", "expected"),
+    [
+        ("STOP", "stop"),
+        ("OTHER", "stop"),
+        (None, "stop"),
+        ("MAX_TOKENS", "length"),
+        ("SAFETY", "content_filter"),
+        ("RECITATION", "content_filter"),
+        ("PROHIBITED_CONTENT", "content_filter"),
+        ("BLOCKLIST", "content_filter"),
+        ("SPII", "content_filter"),
+        ("MALFORMED_FUNCTION_CALL", "stop"),
+    ],
+)
+def test_finish_reason_mapping(upstream_reason: str | None, expected: str) -> None:
+    _, events = translate([frame({"text": "x"}, finish=upstream_reason)])
+    assert events[-1] == Finish(expected)
+
+
+def test_tool_calls_win_over_the_upstream_finish_reason() -> None:
+    _, events = translate([frame({"functionCall": {"name": "f"}}, finish="MAX_TOKENS")])
+    assert events[-1] == Finish("tool_calls")
+
+
+def test_image_becomes_markdown_in_both_renderings() -> None:
+    image = {"inlineData": {"mimeType": "image/jpeg", "data": "QUJD"}}
+    draft = {"inlineData": {"mimeType": "image/png", "data": "RFJBRlQ="}, "thought": True}
+    translator, events = translate([frame({"text": "Here: "}, draft, image, finish="STOP")])
+    assert events == [TextDelta("Here: "), ImageEvent("image/jpeg", "QUJD"), Finish("stop")]
+    markdown = "Here: ![image](data:image/jpeg;base64,QUJD)"
+    streamed, _ = message_from_stream(render_stream(events, translator.usage))
+    assert streamed["content"] == markdown
+    assembled = assemble_completion(events, translator.usage, "m")["choices"][0]["message"]
+    assert assembled["content"] == markdown
+    assert translator.saw_output
+
+
+def test_image_without_mime_type_is_taken_as_png() -> None:
+    translator = ResponseTranslator()
+    assert translator.feed(frame({"inlineData": {"data": "QUJD"}})) == [ImageEvent("image/png", "QUJD")]
+
+
+@pytest.mark.parametrize(
+    "notice",
+    [
+        "This version of Antigravity is no longer supported. Please update to receive the latest features!",
+        "Your current version of Antigravity is out of date. Please visit https://antigravity.google/download",
+    ],
+)
+def test_client_outdated_notice_raises_instead_of_reaching_the_client(notice: str) -> None:
+    translator = ResponseTranslator()
+    with pytest.raises(UpstreamError) as raised:
+        translator.feed(frame({"text": notice}, finish="STOP"))
+    assert raised.value.code == "upstream_client_outdated"
+    assert not translator.saw_output
+
+
+def test_tool_names_are_restored_to_the_client_spelling() -> None:
+    part = {"functionCall": {"id": "c1", "name": "mcp_fs_read", "args": {}}}
+    _, events = translate([frame(part)], tool_names={"mcp_fs_read": "mcp/fs read"})
+    assert events[0].name == "mcp/fs read"
+
+
+def test_unknown_tool_name_passes_through() -> None:
+    part = {"functionCall": {"id": "c1", "name": "other", "args": {}}}
+    _, events = translate([frame(part)], tool_names={"mcp_fs_read": "mcp/fs read"})
+    assert events[0].name == "other"
+
+
+def test_bare_response_frame_is_accepted() -> None:
+    translator = ResponseTranslator()
+    assert translator.feed({"candidates": [{"content": {"parts": [{"text": "hi"}]}}]}) == [TextDelta("hi")]
+
+
+def test_frame_without_candidates_or_content_yields_nothing() -> None:
+    translator = ResponseTranslator()
+    assert translator.feed({"response": {}}) == []
+    assert translator.feed({"response": {"candidates": [{"finishReason": "SAFETY"}]}}) == []
+    assert translator.finish() == [Finish("content_filter")]
+    assert not translator.saw_output
+
+
+def test_error_chunk_ends_the_stream_without_done() -> None:
+    renderer = StreamRenderer("m", include_usage=True)
+    chunk = renderer.error(RateLimited("slow down", retry_after=3))
+    assert stream_chunks(chunk) == [
+        {
+            "error": {
+                "message": "slow down",
+                "type": "rate_limit_error",
+                "code": "rate_limit_exceeded",
+                "param": None,
+            }
+        }
+    ]
+
+
+def test_chunks_of_one_response_share_id_created_and_model() -> None:
+    translator, events = translate(frames_of(A2_CLAUDE_THINKING))
+    renderer = StreamRenderer('model "quoted"', include_usage=True)
+    body = renderer.start() + renderer.render(events[:-1]) + renderer.finish(events[-1:], translator.usage)
+    chunks = stream_chunks(body)[:-1]
+    assert {(chunk["id"], chunk["created"], chunk["model"]) for chunk in chunks} == {
+        (renderer.completion_id, renderer.created, 'model "quoted"')
+    }
+    assert re.fullmatch(r"chatcmpl-\w+", renderer.completion_id)
+
+
+def test_assembly_requires_the_finish_event() -> None:
+    with pytest.raises(ValueError):
+        assemble_completion([TextDelta("x")], {}, "m")
