@@ -1,0 +1,269 @@
+"""Operations: metrics access and content, graceful shutdown, database outages, units."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psycopg2
+import pytest
+
+from antigv.app import create_app
+from antigv.db import migrate
+from antigv.embedded_pg import Cluster
+from tests.conftest import ADMIN_KEY, bearer, create_user, make_config
+from tests.upstream_double import UpstreamDouble, parse_sse
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def insert_account(dsn: str, user_id: int, upstream: Any) -> None:
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO accounts (user_id, email, refresh_token, access_token, access_token_expires_at,"
+                " project_id) VALUES (%s, %s, %s, %s, now() + interval '1 hour', %s)",
+                (
+                    user_id,
+                    upstream.email,
+                    "plain:" + upstream.refresh_token,
+                    "plain:" + upstream.access_token,
+                    upstream.project,
+                ),
+            )
+    finally:
+        conn.close()
+
+
+def query_one(dsn: str, sql: str) -> tuple:
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetchone()
+    finally:
+        conn.close()
+
+
+# --- metrics ----------------------------------------------------------------
+
+
+async def test_metrics_needs_admin_key_or_allowed_address(aiohttp_client, db_dsn):
+    client = await aiohttp_client(create_app(make_config(db_dsn)))
+    user = await create_user(client)
+    assert (await client.get("/metrics")).status == 401
+    assert (await client.get("/metrics", headers=bearer(user["api_key"]))).status == 403
+    response = await client.get("/metrics", headers=bearer(ADMIN_KEY))
+    assert response.status == 200
+    assert response.content_type == "text/plain"
+
+    allowed = await aiohttp_client(
+        create_app(make_config(db_dsn, metrics={"allowed_addresses": ["127.0.0.0/8"]}))
+    )
+    assert (await allowed.get("/metrics")).status == 200
+
+
+async def test_metrics_report_requests_by_route_and_database_gauges(aiohttp_client, db_dsn):
+    client = await aiohttp_client(create_app(make_config(db_dsn)))
+    user = await create_user(client)
+    insert_account(db_dsn, user["user_id"], UpstreamDouble().add_account("m@example.com"))
+    for _ in range(3):
+        await client.get("/api/user/me", headers=bearer(user["api_key"]))
+    text = await (await client.get("/metrics", headers=bearer(ADMIN_KEY))).text()
+    assert 'antigv_requests_total{method="GET",route="/api/user/me",status="200"} 3.0' in text
+    assert 'antigv_accounts{state="enabled"} 1.0' in text
+    assert "antigv_db_pool_connections" in text
+
+
+# --- graceful shutdown -----------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _write_config(path: Path, dsn: str, upstream: str, port: int, **extra: str) -> None:
+    lines = [
+        "[server]",
+        'host = "127.0.0.1"',
+        f"port = {port}",
+        f"shutdown_timeout = {extra.get('shutdown_timeout', '10')}",
+        "[database]",
+        f"dsn = {dsn!r}".replace("'", '"'),
+        "[security]",
+        f'admin_api_key = "{ADMIN_KEY}"',
+        "[upstream]",
+        f'base_urls = ["{upstream}"]',
+        "[oauth]",
+        f'token_url = "{upstream}/token"',
+        "[tasks]",
+        "enabled = false",
+        "[logging]",
+        'format = "json"',
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+async def _wait_ready(base: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(base + "/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError("gateway did not become ready")
+
+
+async def test_sigterm_lets_a_running_stream_finish_and_records_it(tmp_path, db_dsn):
+    double = UpstreamDouble()
+    upstream = await double.start()
+    port = _free_port()
+    config = tmp_path / "config.toml"
+    _write_config(config, db_dsn, upstream, port)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "antigv", "--config", str(config), "serve"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_ready(base)
+        async with aiohttp.ClientSession() as session:
+            async with session.post(base + "/api/users", json={"name": "s"}, headers=bearer(ADMIN_KEY)) as r:
+                user = (await r.json())["data"]
+            insert_account(db_dsn, user["user_id"], double.add_account("s@example.com"))
+            double.set_transport(frame_delay=0.02)  # [[long]]: 200 frames, about 4 s
+            body = {
+                "model": "gemini-2.5-flash",
+                "stream": True,
+                "messages": [{"role": "user", "content": "[[long]]"}],
+            }
+            async with session.post(
+                base + "/v1/chat/completions", json=body, headers=bearer(user["api_key"])
+            ) as r:
+                assert r.status == 200
+                first = await r.content.readline()
+                assert first.startswith(b"data: ")
+                process.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.3)
+                # New connections are refused while the stream goes on.
+                with pytest.raises(aiohttp.ClientError):
+                    async with session.get(base + "/readyz", headers={"Connection": "close"}) as probe:
+                        assert probe.status == 503
+                rest = (first + await r.read()).decode()
+        assert rest.rstrip().endswith("data: [DONE]")
+        chunks = [e for e in parse_sse(rest.replace("data: [DONE]", "")) if e.get("choices")]
+        assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+        assert process.wait(timeout=20) == 0
+        assert query_one(db_dsn, "SELECT count(*), min(status) FROM usage_log") == (1, "ok")
+    finally:
+        if process.poll() is None:
+            process.kill()
+        await double.stop()
+
+
+# --- database outages ----------------------------------------------------------
+
+
+@pytest.fixture
+def own_cluster():
+    """A cluster of this test's own, which it may stop and start."""
+    root = Path(tempfile.mkdtemp(prefix="antigv-outage-", dir="/tmp"))
+    root.chmod(0o755)
+    cluster = Cluster(root / "pg")
+    cluster.start(fast_unsafe=True)
+    asyncio.run(migrate(cluster.dsn()))
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_database_outage_fails_fast_and_recovers(aiohttp_client, own_cluster):
+    double = UpstreamDouble()
+    upstream = await double.start()
+    config = make_config(
+        own_cluster.dsn(), upstream={"base_urls": [upstream]}, oauth={"token_url": upstream + "/token"}
+    )
+    client = await aiohttp_client(create_app(config))
+    user = await create_user(client)
+    insert_account(own_cluster.dsn(), user["user_id"], double.add_account("o@example.com"))
+    body = {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]}
+    headers = bearer(user["api_key"])
+    assert (await client.post("/v1/chat/completions", json=body, headers=headers)).status == 200
+
+    await asyncio.to_thread(own_cluster.stop)
+    try:
+        assert (await client.get("/readyz")).status == 503
+        started = time.monotonic()
+        for _ in range(5):
+            response = await client.post("/v1/chat/completions", json=body, headers=headers)
+            assert response.status == 503
+            error = (await response.json())["error"]
+            assert error["type"] == "service_unavailable"
+        assert time.monotonic() - started < 10  # fast, not a hang per request
+    finally:
+        await asyncio.to_thread(own_cluster.start, fast_unsafe=True)
+
+    deadline = time.monotonic() + 15
+    while (await client.get("/readyz")).status != 200:
+        assert time.monotonic() < deadline, "readiness did not come back"
+        await asyncio.sleep(0.2)
+    response = await client.post("/v1/chat/completions", json=body, headers=headers)
+    assert response.status == 200
+    await double.stop()
+
+
+# --- deployment units ----------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+@pytest.mark.parametrize("unit", ["antigv.service", "antigv@.service"])
+def test_systemd_units_verify(tmp_path, unit):
+    # verify checks ExecStart binaries exist; point them at something that does.
+    text = (REPO / "deploy" / unit).read_text().replace("/opt/antigv/bin/antigv", "/bin/true")
+    target = tmp_path / unit
+    target.write_text(text)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(target)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SYSTEMD_LOG_LEVEL": "err"},
+    )
+    problems = [
+        line for line in result.stderr.splitlines() if unit.split("@")[0] in line and "Unknown" in line
+    ]
+    assert not problems, result.stderr
+
+
+def test_units_carry_the_required_hardening():
+    for unit in ("antigv.service", "antigv@.service"):
+        text = (REPO / "deploy" / unit).read_text()
+        for setting in (
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "PrivateTmp=yes",
+            "ReadWritePaths=/var/lib/antigv",
+            "EnvironmentFile=-/etc/antigv/antigv.env",
+            "ExecStartPre=/opt/antigv/bin/antigv migrate",
+            "Restart=on-failure",
+        ):
+            assert setting in text, f"{unit} lacks {setting}"
