@@ -117,8 +117,8 @@ def _write_config(path: Path, dsn: str, upstream: str, port: int, **extra: str) 
     path.write_text("\n".join(lines) + "\n")
 
 
-async def _wait_ready(base: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
+async def _wait_ready(base: str, within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             try:
@@ -137,11 +137,16 @@ async def test_sigterm_lets_a_running_stream_finish_and_records_it(tmp_path, db_
     port = _free_port()
     config = tmp_path / "config.toml"
     _write_config(config, db_dsn, upstream, port)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "antigv", "--config", str(config), "serve"],
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "antigv",
+        "--config",
+        str(config),
+        "serve",
         cwd=REPO,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -172,11 +177,12 @@ async def test_sigterm_lets_a_running_stream_finish_and_records_it(tmp_path, db_
         assert rest.rstrip().endswith("data: [DONE]")
         chunks = [e for e in parse_sse(rest.replace("data: [DONE]", "")) if e.get("choices")]
         assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
-        assert process.wait(timeout=20) == 0
+        assert await asyncio.wait_for(process.wait(), 20) == 0
         assert query_one(db_dsn, "SELECT count(*), min(status) FROM usage_log") == (1, "ok")
     finally:
-        if process.poll() is None:
+        if process.returncode is None:
             process.kill()
+            await process.wait()
         await double.stop()
 
 
