@@ -44,6 +44,8 @@ class KeyCache:
         self._ttl = ttl
         self._size = size
         self._entries: OrderedDict[bytes, tuple[Principal | None, float]] = OrderedDict()
+        # Bumped by every eviction, so a lookup that raced one does not re-cache stale data.
+        self.generation = 0
 
     def get(self, digest: bytes) -> tuple[bool, Principal | None]:
         entry = self._entries.get(digest)
@@ -58,7 +60,9 @@ class KeyCache:
             self._entries.popitem(last=False)
 
     def evict_user(self, user_id: int) -> None:
-        stale = [d for d, (p, _) in self._entries.items() if p is not None and p.user_id == user_id]
+        """Forget a user's keys; refusals go too, since one may be this user's disabled key."""
+        self.generation += 1
+        stale = [d for d, (p, _) in self._entries.items() if p is None or p.user_id == user_id]
         for digest in stale:
             del self._entries[digest]
 
@@ -79,13 +83,15 @@ async def resolve_key(db: Database, cache: KeyCache, key: str) -> Principal | No
     hit, principal = cache.get(digest)
     if hit:
         return principal
+    generation = cache.generation
     row = await db.one("user_by_key_hash", key_hash=digest)
     principal = None
     if row is not None and row["status"] == 1:
         principal = Principal(
             user_id=row["user_id"], is_admin=False, name=row["name"], prefer_shared=row["prefer_shared"]
         )
-    cache.put(digest, principal)
+    if cache.generation == generation:
+        cache.put(digest, principal)
     return principal
 
 

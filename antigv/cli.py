@@ -30,6 +30,7 @@ from .embedded_pg import EmbeddedError, default_cluster, find_bindir
 from .errors import ApiError
 from .logs import configure_logging
 from .metrics import MULTIPROC_ENV
+from .quotas.pools import cli_recover_quotas
 from .tasks import TASKS
 
 
@@ -50,11 +51,15 @@ def render_config(example: str) -> str:
 
 def cmd_init_config(args: argparse.Namespace) -> int:
     target = Path(args.path or args.config or os.environ.get("ANTIGV_CONFIG") or "config.toml")
-    if target.exists():
+    text = render_config(_example_config().read_text(encoding="utf-8"))
+    try:
+        # Created exclusively and private from the first byte: it holds secrets.
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
         print(f"antigv: {target} exists; not overwriting it", file=sys.stderr)
         return 1
-    target.write_text(render_config(_example_config().read_text(encoding="utf-8")), encoding="utf-8")
-    target.chmod(0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(text)
     print(f"wrote {target} with a fresh admin key and token encryption key")
     return 0
 
@@ -190,6 +195,11 @@ async def _run_task(config: Config, name: str) -> None:
         await runner.cleanup()
 
 
+def cmd_recover_quotas(config: Config, args: argparse.Namespace) -> int:
+    _print_json(asyncio.run(_with_db(config, cli_recover_quotas)))
+    return 0
+
+
 def cmd_refresh_tokens(config: Config, args: argparse.Namespace) -> int:
     database_dsn(config)
     asyncio.run(_run_task(config, "refresh_tokens"))
@@ -237,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("migrate", help="apply pending database migrations")
     commands.add_parser("refresh-tokens", help="refresh access tokens that expire soon, once")
+    commands.add_parser("recover-quotas", help="run shared-pool recovery once")
 
     serve = commands.add_parser("serve", help="run the HTTP server")
     serve.add_argument("--host")
@@ -267,6 +278,7 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "db": cmd_db,
     "user": cmd_user,
     "refresh-tokens": cmd_refresh_tokens,
+    "recover-quotas": cmd_recover_quotas,
 }
 
 
@@ -276,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "init-config":
             return cmd_init_config(args)
         config = load_config(config_path(args.config))
-        configure_logging(config.logging)
+        # Only the server logs to stdout; other commands keep it for their output.
+        configure_logging(config.logging, sys.stdout if args.command == "serve" else sys.stderr)
         return COMMANDS[args.command](config, args)
     except (ConfigError, EmbeddedError, QueryError) as exc:
         print(f"antigv: {exc}", file=sys.stderr)

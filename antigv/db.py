@@ -21,7 +21,7 @@ import psycopg2
 import psycopg2.errors
 import structlog
 
-from .errors import ServiceUnavailable
+from .errors import InvalidRequest, ServiceUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -61,7 +61,7 @@ def parse_queries(text: str, source: str = "<sql>") -> dict[str, str]:
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
         body = text[match.end() : end].strip().rstrip(";").strip()
         name = match.group(1)
-        if not body:
+        if not any(line.strip() and not line.strip().startswith("--") for line in body.splitlines()):
             raise QueryError(f"{source}: query {name} is empty")
         if name in queries:
             raise QueryError(f"{source}: query {name} is defined twice")
@@ -112,7 +112,13 @@ class _Runner:
         self.queries = queries
 
     async def _cursor_execute(self, cur: Any, name: str, params: Mapping[str, Any]) -> None:
-        await cur.execute(self.queries[name], params)
+        try:
+            await cur.execute(self.queries[name], params)
+        except ValueError as exc:
+            # psycopg2 refuses NUL characters in strings before sending anything.
+            if "NUL" not in str(exc):
+                raise
+            raise InvalidRequest("text must not contain NUL (0x00) characters") from None
 
     @staticmethod
     def _rows(cur: Any, rows: list[tuple]) -> list[dict[str, Any]]:

@@ -29,6 +29,8 @@ class ApiError(Exception):
         self.code = code if code is not None else self.default_code
         self.param = param
         self.retry_after = retry_after
+        # Extra response headers (e.g. Allow on a 405).
+        self.headers: dict[str, str] = {}
 
     def body(self) -> dict[str, Any]:
         return {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import orjson
 import structlog
@@ -15,8 +16,8 @@ def _orjson_dumps(obj: object, default: object = None) -> str:
     return orjson.dumps(obj, default=default).decode()
 
 
-def configure_logging(config: LoggingConfig) -> None:
-    json_lines = config.format == "json" or (config.format == "auto" and not sys.stdout.isatty())
+def configure_logging(config: LoggingConfig, stream: TextIO = sys.stdout) -> None:
+    json_lines = config.format == "json" or (config.format == "auto" and not stream.isatty())
     renderer = (
         structlog.processors.JSONRenderer(serializer=_orjson_dumps)
         if json_lines
@@ -32,9 +33,9 @@ def configure_logging(config: LoggingConfig) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )
     # aiohttp and aiopg log through the stdlib; keep their warnings, in our format.
-    logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stdout, format="%(name)s %(message)s")
+    logging.basicConfig(level=max(level, logging.WARNING), stream=stream, format="%(name)s %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

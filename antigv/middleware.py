@@ -3,6 +3,7 @@ place where every error becomes an OpenAI-shaped response (SPEC §2)."""
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 import time
@@ -42,7 +43,9 @@ def _from_http_exception(exc: web.HTTPException) -> ApiError:
     if isinstance(exc, web.HTTPNotFound):
         return NotFound("no such endpoint", code="unknown_route")
     if isinstance(exc, web.HTTPMethodNotAllowed):
-        return MethodNotAllowed(f"method {exc.method} is not allowed here")
+        error = MethodNotAllowed(f"method {exc.method} is not allowed here")
+        error.headers = {"Allow": ", ".join(sorted(exc.allowed_methods))}
+        return error
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return PayloadTooLarge("request body is too large")
     if exc.status == 503:
@@ -56,9 +59,10 @@ def error_response(request: web.Request, error: ApiError, request_id: str) -> we
     body = error.body()
     if request.path.startswith("/api/"):
         body = {"success": False, **body}
-    headers = {"X-Request-Id": request_id}
+    headers = {"X-Request-Id": request_id, **error.headers}
     if error.retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(error.retry_after)))
+        # Rounding up: a client told to wait less than needed only earns another 429.
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     return json_response(body, status=error.status, headers=headers)
 
 

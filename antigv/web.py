@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -9,8 +10,9 @@ from aiohttp import web
 
 from .errors import InvalidRequest, NotFound
 
-# Ids are bigint; anything longer than 18 digits could overflow it.
-_MAX_ID_DIGITS = 18
+# Ids are bigint: 1 to 18 ASCII digits cannot overflow it (str.isdigit would admit '²').
+_ID_RE = re.compile(r"^[0-9]{1,18}$")
+_INT_RE = re.compile(r"^-?[0-9]{1,19}$")
 JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
 
@@ -41,7 +43,10 @@ async def read_json(request: web.Request) -> Any:
         raise InvalidRequest(f"request body is not valid JSON: {exc.msg}") from None
 
 
-async def read_json_object(request: web.Request) -> dict[str, Any]:
+async def read_json_object(request: web.Request, *, empty_ok: bool = False) -> dict[str, Any]:
+    """A JSON object body; with ``empty_ok`` an absent body counts as ``{}``."""
+    if empty_ok and not await request.read():
+        return {}
     body = await read_json(request)
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
@@ -51,7 +56,7 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
 def path_id(request: web.Request, name: str = "id") -> int:
     """A numeric id from the path; anything malformed is a 404, as SPEC §3 asks."""
     raw = request.match_info.get(name, "")
-    if not raw.isdigit() or len(raw) > _MAX_ID_DIGITS:
+    if not _ID_RE.match(raw):
         raise NotFound("not found")
     return int(raw)
 
@@ -77,6 +82,8 @@ def optional_str(body: dict[str, Any], key: str, *, max_len: int = 200, default:
     if not isinstance(value, str):
         raise InvalidRequest(f"{key} must be a string", param=key)
     value = value.strip()
+    if "\x00" in value:
+        raise InvalidRequest(f"{key} must not contain NUL characters", param=key)
     if len(value) > max_len:
         raise InvalidRequest(f"{key} must be at most {max_len} characters", param=key)
     return value
@@ -86,10 +93,9 @@ def query_int(request: web.Request, key: str, *, default: int, minimum: int, max
     raw = request.query.get(key)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequest(f"{key} must be an integer", param=key) from None
+    if not _INT_RE.match(raw):
+        raise InvalidRequest(f"{key} must be an integer", param=key)
+    value = int(raw)
     if not minimum <= value <= maximum:
         raise InvalidRequest(f"{key} must be between {minimum} and {maximum}", param=key)
     return value

@@ -78,7 +78,8 @@ def rank_candidates(
         own = user_id is not None and row["user_id"] == user_id
         # Shared accounts draw on the caller's pool (the admin has none to draw on).
         if row["is_shared"] and user_id is not None and row["pool_quota"] <= 0:
-            pool_empty = True
+            # A pool of size 0 never refills: such accounts are not the caller's to use.
+            pool_empty = pool_empty or row.get("pool_max", 1) > 0
             continue
         blocked = _blocked_until(row, now)
         if blocked is not None:

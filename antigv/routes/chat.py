@@ -81,7 +81,9 @@ async def _stream(
 ) -> tuple[web.StreamResponse, str]:
     translator = reply.translator
     renderer = StreamRenderer(req.model, req.include_usage)
-    response = web.StreamResponse(headers={**_SSE_HEADERS, OVERHEAD_HEADER: _overhead_ms(reply)})
+    # Prepared here, so the middleware cannot add the request id afterwards.
+    headers = {**_SSE_HEADERS, OVERHEAD_HEADER: _overhead_ms(reply), "X-Request-Id": request[REQUEST_ID]}
+    response = web.StreamResponse(headers=headers)
     await response.prepare(request)
     await response.write(renderer.start() + renderer.render(reply.first_events))
     try:

@@ -20,7 +20,7 @@ async def me(request: web.Request) -> web.Response:
 
 @access(ADMIN)
 async def create(request: web.Request) -> web.Response:
-    body = await read_json_object(request)
+    body = await read_json_object(request, empty_ok=True)
     name = optional_str(body, "name")
     prefer_shared = flag(body, "prefer_shared", required=False)
     created = await users.create_user(request.app[DB], name, prefer_shared)

@@ -8,10 +8,12 @@ SELECT a.account_id, a.user_id, a.is_shared, a.project_id, a.access_token,
        q.quota, q.reset_time, coalesce(q.status, 1) AS quota_status,
        c.until AS cooldown_until,
        -- A pool without a row yet is full: 2 x the caller's enabled shared accounts.
-       coalesce(p.quota, 2 * (SELECT count(*) FROM accounts s
-                              WHERE s.user_id = %(user_id)s AND s.is_shared = 1 AND s.status = 1)
-       ) AS pool_quota
+       coalesce(p.quota, m.pool_max) AS pool_quota,
+       -- 0: the caller shares nothing, so the pool is no source at all (not a wait).
+       coalesce(p.max_quota, m.pool_max) AS pool_max
 FROM accounts a
+CROSS JOIN (SELECT 2 * count(*) AS pool_max FROM accounts s
+            WHERE s.user_id = %(user_id)s AND s.is_shared = 1 AND s.status = 1) m
 LEFT JOIN model_quotas q ON q.account_id = a.account_id AND q.model_name = %(model)s
 LEFT JOIN cooldowns c ON c.account_id = a.account_id AND c.model_name = %(model)s AND c.until > now()
 LEFT JOIN shared_pools p ON p.user_id = %(user_id)s AND p.quota_group = %(quota_group)s

@@ -1,0 +1,323 @@
+"""The ``antigv`` command line, run in-process.
+
+``main`` calls ``asyncio.run`` itself, so these tests are plain functions.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+
+import antigv.cli
+from antigv.cli import main
+from antigv.config import LoggingConfig, load_config
+from antigv.db import load_migrations
+from antigv.embedded_pg import Cluster
+from tests.conftest import ADMIN_KEY
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config.toml.example"
+
+
+@pytest.fixture(autouse=True)
+def quiet_environment(monkeypatch: pytest.MonkeyPatch) -> list[LoggingConfig]:
+    """No overrides from the caller's environment, and no global logging set-up.
+
+    ``configure_logging`` points structlog at the sys.stdout of the moment (here
+    capsys's, closed after the test) and caches loggers, which would break the
+    logging of every later test in the session.
+    """
+    for var in (
+        "ANTIGV_CONFIG",
+        "ANTIGV_DATABASE_DSN",
+        "ANTIGV_ADMIN_API_KEY",
+        "ANTIGV_TOKEN_ENCRYPTION_KEY",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    calls: list[LoggingConfig] = []
+    monkeypatch.setattr(antigv.cli, "configure_logging", lambda config, _stream: calls.append(config))
+    return calls
+
+
+def write_config(directory: Path, dsn: str, extra: str = "") -> Path:
+    path = directory / "antigv.toml"
+    path.write_text(
+        f"[database]\ndsn = {json.dumps(dsn)}\n\n"
+        f"[security]\nadmin_api_key = {json.dumps(ADMIN_KEY)}\n\n"
+        '[logging]\nlevel = "warning"\nformat = "json"\n' + extra,
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture
+def cfg(tmp_path: Path, db_dsn: str) -> Path:
+    return write_config(tmp_path, db_dsn)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_json(capsys: pytest.CaptureFixture[str], config: Path, *argv: str) -> Any:
+    code, out, err = run(capsys, "--config", str(config), *argv)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def summary(out: str) -> str:
+    """The result line of ``migrate`` (log events may share stdout with it)."""
+    lines = [line for line in out.splitlines() if line.startswith("migrations applied")]
+    assert len(lines) == 1, out
+    return lines[0]
+
+
+def db_row(dsn: str, statement: str, params: dict[str, Any]) -> tuple | None:
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement, params)
+            return cur.fetchone()
+    finally:
+        conn.close()
+
+
+def stored_digest(dsn: str, user_id: int) -> bytes | None:
+    row = db_row(dsn, "SELECT key_hash FROM users WHERE user_id = %(id)s", {"id": user_id})
+    return None if row is None else bytes(row[0])
+
+
+def digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+# --- init-config ------------------------------------------------------------------------------
+
+
+def test_init_config_writes_fresh_secrets(tmp_path, capsys):
+    first, second = tmp_path / "one.toml", tmp_path / "two.toml"
+    code, out, _ = run(capsys, "init-config", str(first))
+    assert code == 0
+    assert str(first) in out
+    assert run(capsys, "init-config", str(second))[0] == 0
+
+    assert stat.S_IMODE(first.stat().st_mode) == 0o600
+    one, two = load_config(first), load_config(second)
+    assert one.security.admin_api_key.startswith("sk-admin-")
+    assert len(one.security.admin_api_key) >= 32
+    assert len(base64.b64decode(one.security.token_encryption_key, validate=True)) == 32
+    # Fresh each time.
+    assert one.security.admin_api_key != two.security.admin_api_key
+    assert one.security.token_encryption_key != two.security.token_encryption_key
+    # Everything else is the example, line for line.
+    written = first.read_text().splitlines()
+    example = EXAMPLE.read_text().splitlines()
+    assert len(written) == len(example)
+    changed = [(w, e) for w, e in zip(written, example, strict=True) if w != e]
+    assert sorted(e.split("=")[0].strip() for _, e in changed) == ["admin_api_key", "token_encryption_key"]
+
+
+def test_init_config_refuses_to_overwrite(tmp_path, capsys):
+    target = tmp_path / "config.toml"
+    target.write_text("# mine, keep it\n")
+    code, out, err = run(capsys, "init-config", str(target))
+    assert code == 1
+    assert target.read_text() == "# mine, keep it\n"
+    assert "not overwriting" in err
+    assert str(target) in err
+    assert out == ""
+
+
+def test_init_config_uses_the_config_option_and_env(tmp_path, capsys, monkeypatch):
+    by_option = tmp_path / "by-option.toml"
+    assert run(capsys, "--config", str(by_option), "init-config")[0] == 0
+    assert by_option.exists()
+    by_env = tmp_path / "by-env.toml"
+    monkeypatch.setenv("ANTIGV_CONFIG", str(by_env))
+    assert run(capsys, "init-config")[0] == 0
+    assert by_env.exists()
+
+
+# --- config errors ------------------------------------------------------------------------------
+
+
+def test_config_error_exits_2_with_one_line(tmp_path, capsys, db_dsn):
+    path = write_config(tmp_path, db_dsn, "\n[server]\nport = 0\n")
+    code, out, err = run(capsys, "--config", str(path), "user", "list")
+    assert code == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "server.port" in lines[0]
+
+
+def test_missing_config_exits_2(tmp_path, capsys):
+    code, _, err = run(capsys, "--config", str(tmp_path / "absent.toml"), "migrate")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "not found" in err
+
+
+def test_invalid_toml_exits_2(tmp_path, capsys):
+    path = tmp_path / "broken.toml"
+    path.write_text("[security\n")
+    code, _, err = run(capsys, "--config", str(path), "migrate")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "TOML" in err
+
+
+def test_config_comes_from_the_env(tmp_path, capsys, monkeypatch, db_dsn):
+    monkeypatch.setenv("ANTIGV_CONFIG", str(write_config(tmp_path, db_dsn)))
+    code, out, _ = run(capsys, "db", "url")
+    assert code == 0
+    assert out.strip() == db_dsn
+
+
+def test_logging_is_configured_from_the_file(cfg, capsys, quiet_environment):
+    assert run(capsys, "--config", str(cfg), "db", "url")[0] == 0
+    assert quiet_environment == [LoggingConfig(level="warning", format="json")]
+
+
+# --- migrate ------------------------------------------------------------------------------------
+
+
+def test_migrate_is_idempotent(tmp_path, capsys, fresh_database):
+    path = write_config(tmp_path, fresh_database)
+    names = [m.name for m in load_migrations()]
+    code, out, err = run(capsys, "--config", str(path), "migrate")
+    assert code == 0, err
+    assert summary(out) == f"migrations applied: {len(names)} ({', '.join(names)})"
+    code, out, err = run(capsys, "--config", str(path), "migrate")
+    assert code == 0, err
+    assert summary(out) == "migrations applied: 0"
+    count = db_row(fresh_database, "SELECT count(*) FROM schema_migrations", {})
+    assert count == (len(names),)
+
+
+def test_migrate_on_the_migrated_database(cfg, capsys):
+    code, out, err = run(capsys, "--config", str(cfg), "migrate")
+    assert code == 0, err
+    assert summary(out) == "migrations applied: 0"
+
+
+# --- db -----------------------------------------------------------------------------------------
+
+
+def test_db_url_prints_the_configured_dsn(cfg, capsys, db_dsn):
+    code, out, err = run(capsys, "--config", str(cfg), "db", "url")
+    assert code == 0
+    assert out.strip() == db_dsn
+    assert err == ""
+
+
+def test_db_url_of_the_embedded_cluster(tmp_path, capsys):
+    path = tmp_path / "embedded.toml"
+    path.write_text(
+        f"[database]\nembedded_dir = {json.dumps(str(tmp_path / 'pg'))}\n"
+        f"[security]\nadmin_api_key = {json.dumps(ADMIN_KEY)}\n"
+    )
+    code, out, _ = run(capsys, "--config", str(path), "db", "url")
+    assert code == 0
+    assert out.strip() == Cluster(tmp_path / "pg").dsn()
+    assert "pg" in out
+
+
+def test_db_commands_other_than_url_refuse_when_a_dsn_is_set(cfg, capsys):
+    for action in ("start", "stop", "status"):
+        code, out, err = run(capsys, "--config", str(cfg), "db", action)
+        assert code == 1, action
+        assert "database.dsn is set" in err
+        assert out == ""
+
+
+# --- user ---------------------------------------------------------------------------------------
+
+
+def test_user_create(cfg, capsys, db_dsn):
+    user = run_json(capsys, cfg, "user", "create", "--name", "dave", "--prefer-shared")
+    assert user["name"] == "dave"
+    assert user["prefer_shared"] == 1
+    assert user["status"] == 1
+    assert user["api_key"].startswith("sk-")
+    assert len(user["api_key"]) == 51
+    assert user["created_at"].endswith("Z")
+    assert stored_digest(db_dsn, user["user_id"]) == digest(user["api_key"])
+
+    plain = run_json(capsys, cfg, "user", "create")
+    assert plain["name"] == ""
+    assert plain["prefer_shared"] == 0
+    assert plain["api_key"] != user["api_key"]
+
+
+def test_user_list(cfg, capsys):
+    created = [run_json(capsys, cfg, "user", "create", "--name", f"u{i}") for i in range(3)]
+    listing = run_json(capsys, cfg, "user", "list")
+    assert listing["total"] == 3
+    assert [u["user_id"] for u in listing["users"]] == [u["user_id"] for u in created]
+    assert all("api_key" not in u for u in listing["users"])
+    for user in created:
+        assert user["api_key"] not in json.dumps(listing)
+    page = run_json(capsys, cfg, "user", "list", "--limit", "1", "--offset", "1")
+    assert [u["name"] for u in page["users"]] == ["u1"]
+    assert (page["limit"], page["offset"], page["total"]) == (1, 1, 3)
+
+
+def test_user_regenerate_key(cfg, capsys, db_dsn):
+    user = run_json(capsys, cfg, "user", "create", "--name", "erin")
+    again = run_json(capsys, cfg, "user", "regenerate-key", str(user["user_id"]))
+    assert again["user_id"] == user["user_id"]
+    assert again["api_key"] != user["api_key"]
+    assert again["api_key"].startswith(again["key_prefix"])
+    assert stored_digest(db_dsn, user["user_id"]) == digest(again["api_key"])
+
+
+def test_user_disable_and_enable(cfg, capsys, db_dsn):
+    user = run_json(capsys, cfg, "user", "create")
+    uid = str(user["user_id"])
+    status = "SELECT status FROM users WHERE user_id = %(id)s"
+    assert run_json(capsys, cfg, "user", "disable", uid)["status"] == 0
+    assert db_row(db_dsn, status, {"id": user["user_id"]}) == (0,)
+    assert run_json(capsys, cfg, "user", "enable", uid)["status"] == 1
+    assert db_row(db_dsn, status, {"id": user["user_id"]}) == (1,)
+
+
+def test_user_delete(cfg, capsys, db_dsn):
+    user = run_json(capsys, cfg, "user", "create")
+    keep = run_json(capsys, cfg, "user", "create")
+    assert run_json(capsys, cfg, "user", "delete", str(user["user_id"])) == {"deleted": user["user_id"]}
+    assert stored_digest(db_dsn, user["user_id"]) is None
+    assert stored_digest(db_dsn, keep["user_id"]) == digest(keep["api_key"])
+
+
+@pytest.mark.parametrize("action", ["regenerate-key", "disable", "enable", "delete"])
+def test_user_not_found_exits_1(cfg, capsys, action):
+    code, out, err = run(capsys, "--config", str(cfg), "user", action, "424242")
+    assert code == 1
+    assert out == ""
+    assert err.strip() == "antigv: user not found"
+
+
+def test_user_id_must_be_a_number(cfg, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--config", str(cfg), "user", "delete", "abc"])
+    assert info.value.code == 2
+    assert "invalid int value" in capsys.readouterr().err
+
+
+def test_unreachable_database_exits_1_with_one_line(tmp_path, capsys, db_dsn):
+    path = write_config(tmp_path, db_dsn.replace("dbname=", "dbname=no_such_database_"))
+    code, out, err = run(capsys, "--config", str(path), "user", "list")
+    assert code == 1
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("antigv: ")
