@@ -1,0 +1,133 @@
+"""Several instances on one database: nothing but PostgreSQL coordinates them."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg2
+import pytest
+
+import antigv.auth
+from antigv.accounts import oauth as oauth_module
+from antigv.app import create_app
+from antigv.state import DB
+from antigv.tasks import TASKS, run_locked
+from tests.conftest import ADMIN_KEY, bearer, create_user, make_config
+from tests.test_oauth import google_login
+from tests.upstream_double import UpstreamDouble
+
+
+@pytest.fixture
+async def double():
+    google = UpstreamDouble()
+    await google.start()
+    yield google
+    await google.stop()
+
+
+@pytest.fixture
+async def two_instances(aiohttp_client, db_dsn, double) -> tuple[Any, Any]:
+    base = double.base_url
+    config = make_config(
+        db_dsn,
+        upstream={"base_urls": [base]},
+        oauth={
+            "token_url": base + "/token",
+            "userinfo_url": base + "/oauth2/v2/userinfo",
+            "authorize_url": base + "/o/oauth2/v2/auth",
+        },
+    )
+    return await aiohttp_client(create_app(config)), await aiohttp_client(create_app(config))
+
+
+async def test_oauth_started_on_one_instance_finishes_on_the_other(two_instances, double, monkeypatch):
+    monkeypatch.setattr(oauth_module, "ONBOARD_POLL_DELAY", 0.0)
+    first, second = two_instances
+    user = await create_user(first)
+    key = bearer(user["api_key"])
+    double.add_account("multi@example.com")
+    started = await first.post("/api/oauth/authorize", json={"is_shared": 1}, headers=key)
+    assert started.status == 200
+    location = await google_login(double, (await started.json())["data"]["auth_url"], "multi@example.com")
+
+    finished = await second.post("/api/oauth/callback/manual", json={"callback_url": location}, headers=key)
+    assert finished.status == 200, await finished.text()
+    listed = await (await first.get("/api/accounts", headers=key)).json()
+    assert [a["email"] for a in listed["data"]] == ["multi@example.com"]
+    assert listed["data"][0]["is_shared"] == 1
+    # The state was consumed for both instances.
+    again = await first.post("/api/oauth/callback/manual", json={"callback_url": location}, headers=key)
+    assert again.status == 404
+
+
+class _Clock:
+    """Stands in for the ``time`` module inside antigv.auth only (asyncio keeps the real one)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+async def test_a_key_disabled_on_one_instance_stops_on_the_other_within_the_cache_ttl(
+    two_instances, monkeypatch
+):
+    clock = _Clock()
+    monkeypatch.setattr(antigv.auth, "time", clock)
+    first, second = two_instances
+    user = await create_user(first)
+    key = bearer(user["api_key"])
+    assert (await second.get("/api/user/me", headers=key)).status == 200  # cached on the second
+    disabled = await first.put(
+        f"/api/users/{user['user_id']}/status", json={"status": 0}, headers=bearer(ADMIN_KEY)
+    )
+    assert disabled.status == 200
+    assert (await first.get("/api/user/me", headers=key)).status == 401
+    clock.now += antigv.auth.CACHE_TTL + 0.1
+    assert (await second.get("/api/user/me", headers=key)).status == 401
+
+
+async def test_a_cluster_task_runs_on_one_instance_at_a_time(two_instances):
+    first, second = two_instances
+    runs: list[str] = []
+    running = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow() -> None:
+        runs.append("ran")
+        running.set()
+        await release.wait()
+
+    async def attempt(client: Any) -> bool:
+        return await run_locked(client.app[DB], "probe", slow)
+
+    holder = asyncio.create_task(attempt(first))
+    await running.wait()
+    # While the first instance holds the lock, the second one skips the task.
+    assert await attempt(second) is False
+    release.set()
+    assert await holder is True
+    assert runs == ["ran"]
+    # Once released, the other instance may run it.
+    assert await attempt(second) is True
+
+
+async def test_background_refresh_on_two_instances_refreshes_each_account_once(two_instances, double, db_dsn):
+    first, second = two_instances
+    user = await create_user(first)
+    upstream = double.add_account("expiring@example.com")
+    conn = psycopg2.connect(db_dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO accounts (user_id, email, refresh_token, access_token, access_token_expires_at, project_id)"
+            " VALUES (%s, %s, %s, %s, now() + interval '1 minute', %s)",
+            (user["user_id"], upstream.email, "plain:" + upstream.refresh_token, "plain:x", upstream.project),
+        )
+    conn.close()
+    results = await asyncio.gather(
+        first.app[TASKS].run_once("refresh_tokens"), second.app[TASKS].run_once("refresh_tokens")
+    )
+    assert True in results
+    assert double.refresh_count(upstream) == 1
