@@ -107,6 +107,10 @@ install-service: ## as root: venv in /opt/antigv, config in /etc/antigv, systemd
 	systemctl daemon-reload
 	@echo "installed: systemctl enable --now antigv   (or antigv@8045 antigv@8046 ...)"
 
+BENCH_ARGS ?=
+bench: install postgres ## gateway vs direct vs a null proxy: overhead, throughput, tail, memory -> BENCHMARKS.md (~6 min)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 uninstall-service: ## as root: stop and remove the units (keeps /etc/antigv and /var/lib/antigv)
 	@test "$$(id -u)" = 0 || { echo "uninstall-service needs root"; exit 1; }
 	-systemctl disable --now antigv 'antigv@*' 2>/dev/null

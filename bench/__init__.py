@@ -1,0 +1,1 @@
+"""``make bench``: gateway overhead against the direct path and a null proxy (see run.py)."""
