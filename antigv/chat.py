@@ -64,6 +64,11 @@ class _Attempts:
     tried: set[int] = field(default_factory=set)
     waited: set[int] = field(default_factory=set)
     capacity_waits: Iterator[float] = field(default_factory=lambda: iter(CAPACITY_BACKOFF))
+    # The earliest moment an account parked by these attempts comes back.
+    comeback: datetime | None = None
+
+    def parked_until(self, until: datetime) -> None:
+        self.comeback = until if self.comeback is None else min(self.comeback, until)
 
 
 @dataclass
@@ -161,7 +166,15 @@ class ChatService:
             if step is _Next.OTHER_ACCOUNT:
                 state.tried.add(account_id)
         if last_failure is not None:
-            raise to_api_error(last_failure)
+            error = to_api_error(last_failure)
+            if error.retry_after is not None and ranking is not None and not ranking.accounts:
+                # Every account is parked: the client may come back when the first one does,
+                # as a later request would be told (no_account_error).
+                returns = [t for t in (state.comeback, ranking.retry_at) if t is not None]
+                if returns:
+                    wait = max(1.0, (min(returns) - datetime.now(UTC)).total_seconds())
+                    error.retry_after = min(error.retry_after, wait)
+            raise error
         assert ranking is not None  # max_attempts >= 1
         raise no_account_error(ranking, req.model)
 
@@ -221,6 +234,7 @@ class ChatService:
         if kind is FailureKind.QUOTA_EXHAUSTED:
             until = failure.reset_at or now + DEFAULT_QUOTA_COOLDOWN
             await self._cooldown(account_id, model, until, "quota_exhausted")
+            state.parked_until(until)
             return _Next.OTHER_ACCOUNT
         if kind is FailureKind.RATE_LIMITED:
             delay = failure.retry_after or 2.0
@@ -229,6 +243,7 @@ class ChatService:
                 await asyncio.sleep(delay)
                 return _Next.SAME_ACCOUNT
             await self._cooldown(account_id, model, now + timedelta(seconds=delay), "rate_limited")
+            state.parked_until(now + timedelta(seconds=delay))
             return _Next.OTHER_ACCOUNT
         if kind is FailureKind.CAPACITY:
             # Server-wide: other accounts would fail the same way, so wait instead of burning them.

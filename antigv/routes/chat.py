@@ -68,8 +68,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 async def _complete(service: Any, reply: OpenedReply, req: ChatRequest) -> web.Response:
     translator = reply.translator
     events = list(reply.first_events)
-    async for frame in reply.frames:
-        events.extend(translator.feed(frame))
+    try:
+        async for frame in reply.frames:
+            events.extend(translator.feed(frame))
+    except UpstreamFailure as failure:
+        # Not an ApiError: left alone it would reach the client as a 500.
+        raise to_api_error(failure) from None
     events.extend(translator.finish())
     await service.remember_signatures(reply, req.model)
     completion = assemble_completion(events, translator.usage, req.model)

@@ -44,7 +44,7 @@ class UpstreamStream:
         content = self._response.content
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(loop.time() + self._first_byte_timeout) as deadline:
+            async with asyncio.timeout_at(loop.time() + self._first_byte_timeout) as deadline:
                 while True:
                     chunk = await content.readany()
                     deadline.reschedule(loop.time() + self._idle_timeout)
