@@ -17,13 +17,14 @@ _KEPT_FORMATS = ("enum", "date-time")
 _MAX_REF_EXPANSIONS = 256
 _MAX_DEPTH = 32
 
-_NAME_DISALLOWED = re.compile(r"[^A-Za-z0-9_.:-]")
+# Claude accepts only [A-Za-z0-9_-]; Gemini more, so the common subset is used.
+_NAME_DISALLOWED = re.compile(r"[^A-Za-z0-9_-]")
 _NAME_START = re.compile(r"[A-Za-z_]")
 MAX_FUNCTION_NAME_LENGTH = 64
 
 
 def sanitize_function_name(name: str) -> str:
-    """A name matching ``^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$``; the caller keeps the map back."""
+    """A name matching ``^[A-Za-z_][A-Za-z0-9_-]{0,63}$``; the caller keeps the map back."""
     cleaned = _NAME_DISALLOWED.sub("_", name)
     if not _NAME_START.match(cleaned):
         cleaned = "_" + cleaned

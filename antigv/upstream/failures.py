@@ -239,10 +239,12 @@ def _kind(status: int, status_text: str, reason: str | None, message: str) -> Fa
     if status == 400:
         if reason == "RESOURCE_PROJECT_INVALID" or "RESOURCE_PROJECT_INVALID" in message:
             return FailureKind.PROJECT_INVALID
+        # Only the status or the reason says "quota": the message may quote the user's prompt.
+        # A body that is not Google's JSON has only its text to go by.
         if (
             status_text == "RESOURCE_EXHAUSTED"
-            or "RESOURCE_EXHAUSTED" in message
-            or "quota" in message.lower()
+            or reason in ("QUOTA_EXHAUSTED", "RATE_LIMIT_EXCEEDED")
+            or (not status_text and message.strip() == "RESOURCE_EXHAUSTED")
         ):
             return FailureKind.QUOTA_EXHAUSTED
         return FailureKind.INVALID_REQUEST

@@ -332,10 +332,6 @@ async def test_parallel_tool_calls_and_follow_up(e2e: E2E, model: str) -> None:
     assert responses[0]["response"] == {"output": "22C sunny"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in antigv/translate/schema.py: '.' and ':' are kept in function names, which Claude rejects",
-)
 async def test_claude_tool_name_outside_claudes_alphabet_round_trips(e2e: E2E) -> None:
     await e2e.add_account()
     tool = {"type": "function", "function": {**WEATHER_TOOL["function"], "name": "weather.get"}}

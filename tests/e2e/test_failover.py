@@ -333,10 +333,6 @@ async def test_invalid_argument_is_the_clients_400_without_failover(
     assert await e2e.cooldowns() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in antigv/upstream/failures.py: any 400 whose text mentions 'quota' is taken for exhaustion",
-)
 async def test_bad_request_mentioning_quota_is_still_the_clients_400(e2e: E2E) -> None:
     await e2e.add_account()
     await e2e.add_account()

@@ -227,12 +227,17 @@ def test_invalid_argument_keeps_the_upstream_message() -> None:
     "body",
     [
         google_error(400, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
-        google_error(400, "INVALID_ARGUMENT", "Quota exceeded for quota metric 'Generate requests'"),
         b"RESOURCE_EXHAUSTED",
     ],
 )
 def test_400_about_quota_counts_as_quota(body: Any) -> None:
     assert classify(400, body).kind is FailureKind.QUOTA_EXHAUSTED
+
+
+def test_400_whose_text_mentions_quota_stays_the_clients_error() -> None:
+    # The message may quote the user's own schema or prompt; only status and reason count.
+    body = google_error(400, "INVALID_ARGUMENT", "Unknown name 'quota' at 'tools[0]': Cannot find field.")
+    assert classify(400, body).kind is FailureKind.INVALID_REQUEST
 
 
 @pytest.mark.parametrize(

@@ -240,7 +240,7 @@ def test_input_is_never_mutated() -> None:
     "name, expected",
     [
         ("get_weather", "get_weather"),
-        ("ns.tool:v1-beta", "ns.tool:v1-beta"),
+        ("ns.tool:v1-beta", "ns_tool_v1-beta"),
         ("files/read", "files_read"),
         ("run command", "run_command"),
         ("1st_tool", "_1st_tool"),
