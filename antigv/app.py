@@ -16,6 +16,7 @@ from .config import Config
 from .crypto import TokenCipher, parse_key
 from .db import Database, Queries, create_pool
 from .embedded_pg import default_cluster
+from .metrics import METRICS
 from .metrics import setup as setup_metrics
 from .middleware import request_middleware
 from .quotas.pools import recover_pools_task
@@ -63,15 +64,26 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     """The request path's collaborators, built once the pool and the client exist."""
     config = app[CONFIG]
     cipher = TokenCipher(parse_key(config.security.token_encryption_key))
-    app[TOKENS] = TokenManager(app[DB], app[HTTP], config.oauth, cipher)
+    metrics = app[METRICS]
+    tokens = TokenManager(app[DB], app[HTTP], config.oauth, cipher)
+    router = AccountRouter(app[DB], config.database.account_cache_ttl)
+
+    def on_refresh(account_id: int, outcome: str) -> None:
+        # A cached candidate row would carry the old token (or a disabled account).
+        router.invalidate()
+        metrics.token_refreshes.labels(outcome).inc()
+
+    tokens.listeners.append(on_refresh)
+    app[TOKENS] = tokens
     app[UPSTREAM] = UpstreamClient(app[HTTP], config.upstream)
     app[CHAT] = ChatService(
         config=config,
         db=app[DB],
-        router=AccountRouter(app[DB]),
-        tokens=app[TOKENS],
+        router=router,
+        tokens=tokens,
         upstream=app[UPSTREAM],
         usage=app[USAGE],
+        metrics=metrics,
     )
     yield
 

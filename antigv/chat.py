@@ -25,6 +25,7 @@ from .accounts.selection import AccountRouter, no_account_error, rank_candidates
 from .accounts.tokens import AccountRevoked, RefreshFailed, TokenManager
 from .config import Config
 from .db import Database
+from .metrics import Metrics
 from .translate import models
 from .translate.request import (
     ChatRequest,
@@ -97,6 +98,7 @@ class ChatService:
         tokens: TokenManager,
         upstream: UpstreamClient,
         usage: UsageRecorder,
+        metrics: Metrics,
     ) -> None:
         self._config = config
         self._db = db
@@ -104,7 +106,9 @@ class ChatService:
         self._tokens = tokens
         self._upstream = upstream
         self._usage = usage
-        self._signatures: OrderedDict[str, ToolCallSignature] = OrderedDict()
+        self.metrics = metrics
+        # tool call id -> (model family, signature); the database holds the same for other instances.
+        self._signatures: OrderedDict[str, tuple[str, ToolCallSignature]] = OrderedDict()
 
     # --- opening a reply -----------------------------------------------------
 
@@ -146,6 +150,7 @@ class ChatService:
             except UpstreamFailure as failure:
                 self.router.release(account_id)
                 last_failure = failure
+                self.metrics.upstream_errors.labels(failure.kind.value).inc()
                 step = await self._after_failure(account_id, failure, upstream_model, state)
             except (AccountRevoked, RefreshFailed) as exc:
                 self.router.release(account_id)
@@ -163,6 +168,7 @@ class ChatService:
             )
             if step is _Next.GIVE_UP:
                 break
+            self.metrics.failovers.labels(step.value).inc()
             if step is _Next.OTHER_ACCOUNT:
                 state.tried.add(account_id)
         if last_failure is not None:
@@ -233,7 +239,12 @@ class ChatService:
         remaining = state.deadline - asyncio.get_running_loop().time()
         if kind is FailureKind.QUOTA_EXHAUSTED:
             until = failure.reset_at or now + DEFAULT_QUOTA_COOLDOWN
-            await self._cooldown(account_id, model, until, "quota_exhausted")
+            # The models of one quota group share the bucket: park them all.
+            group = self._config.quotas.group_of(model)
+            siblings = self._config.quotas.groups.get(group, [model])
+            await self._cooldown(
+                account_id, [model, *(m for m in siblings if m != model)], until, "quota_exhausted"
+            )
             state.parked_until(until)
             return _Next.OTHER_ACCOUNT
         if kind is FailureKind.RATE_LIMITED:
@@ -242,7 +253,7 @@ class ChatService:
                 state.waited.add(account_id)
                 await asyncio.sleep(delay)
                 return _Next.SAME_ACCOUNT
-            await self._cooldown(account_id, model, now + timedelta(seconds=delay), "rate_limited")
+            await self._cooldown(account_id, [model], now + timedelta(seconds=delay), "rate_limited")
             state.parked_until(now + timedelta(seconds=delay))
             return _Next.OTHER_ACCOUNT
         if kind is FailureKind.CAPACITY:
@@ -256,21 +267,25 @@ class ChatService:
             await self._disable(account_id, f"{kind.value}: {failure.message}"[:500])
             return _Next.OTHER_ACCOUNT
         if kind is FailureKind.PERMISSION_DENIED:
-            await self._cooldown(account_id, model, now + PERMISSION_COOLDOWN, "permission_denied")
+            await self._cooldown(account_id, [model], now + PERMISSION_COOLDOWN, "permission_denied")
             return _Next.OTHER_ACCOUNT
         if kind is FailureKind.UNAUTHENTICATED:
-            await self._cooldown(account_id, model, now + UNAUTHENTICATED_COOLDOWN, "unauthenticated")
+            await self._cooldown(account_id, [model], now + UNAUTHENTICATED_COOLDOWN, "unauthenticated")
             return _Next.OTHER_ACCOUNT
         if kind in (FailureKind.SERVER_ERROR, FailureKind.NETWORK):
             return _Next.OTHER_ACCOUNT
         # A bad request, an unknown model or a timeout the client already sat through.
         return _Next.GIVE_UP
 
-    async def _cooldown(self, account_id: int, model: str, until: datetime, reason: str) -> None:
-        await self._db.execute("set_cooldown", account_id=account_id, model=model, until=until, reason=reason)
+    async def _cooldown(self, account_id: int, models_: list[str], until: datetime, reason: str) -> None:
+        await self._db.execute(
+            "set_cooldowns", account_id=account_id, models=models_, until=until, reason=reason
+        )
+        self.router.invalidate()
 
     async def _disable(self, account_id: int, reason: str) -> None:
         await self._db.execute("disable_account", account_id=account_id, reason=reason)
+        self.router.invalidate()
         log.warning("account_disabled", account_id=account_id, reason=reason)
 
     # --- thought signatures --------------------------------------------------
@@ -280,7 +295,12 @@ class ChatService:
         if not wanted:
             return {}
         family = models.model_family(req.model)
-        found = {i: self._signatures[i] for i in wanted if i in self._signatures}
+        found = {}
+        for call_id in wanted:
+            cached = self._signatures.get(call_id)
+            # A signature only opens for the family that made it.
+            if cached is not None and cached[0] == family:
+                found[call_id] = cached[1]
         missing = [i for i in wanted if i not in found]
         if missing:
             for row in await self._db.all("get_signatures", ids=missing):
@@ -295,7 +315,7 @@ class ChatService:
             return
         family = models.model_family(model)
         for call_id, (signature, thinking) in captured.items():
-            self._signatures[call_id] = ToolCallSignature(signature, thinking)
+            self._signatures[call_id] = (family, ToolCallSignature(signature, thinking))
         while len(self._signatures) > _SIGNATURE_CACHE_SIZE:
             self._signatures.popitem(last=False)
         ids = list(captured)
@@ -309,9 +329,10 @@ class ChatService:
 
     # --- closing -------------------------------------------------------------
 
-    def finish(self, reply: OpenedReply, principal: Any, request_id: str, status: str) -> None:
+    def finish(self, reply: OpenedReply, principal: Any, request_id: str, status: str, stream: bool) -> None:
         """Release the account and queue the usage row (never awaited by the client)."""
         reply.stream.close()
+        self.metrics.chat_requests.labels(reply.upstream.model, "true" if stream else "false", status).inc()
         account = reply.account
         self.router.release(account["account_id"])
         translator = reply.translator

@@ -102,6 +102,8 @@ class DatabaseConfig:
     pool_max: int = field(default=20, metadata=_check(_positive, "must be > 0"))
     # Where the embedded cluster lives when ``dsn`` is empty.
     embedded_dir: str = "var/pg"
+    # Seconds the request path reuses an account list it read (0 = read every time).
+    account_cache_ttl: float = field(default=1.0, metadata=_check(lambda t: 0 <= t <= 60, "must be 0..60"))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from .errors import (
 )
 from .metrics import METRICS, route_label
 from .state import LIFECYCLE
+from .upstream.failures import UpstreamFailure, to_api_error
 from .web import json_response
 
 log = structlog.get_logger("antigv.http")
@@ -81,6 +82,8 @@ async def request_middleware(
             response = await handler(request)
         except ApiError as exc:
             response = error_response(request, exc, request_id)
+        except UpstreamFailure as exc:
+            response = error_response(request, to_api_error(exc), request_id)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise

@@ -94,7 +94,8 @@ def db_dsn(pg_server: str, template_db: str) -> Iterator[str]:
 
 def make_config(dsn: str, **sections: dict[str, Any]) -> Config:
     raw: dict[str, Any] = {
-        "database": {"dsn": dsn, "pool_min": 0, "pool_max": 10},
+        # Account lists read fresh, so a test sees its own SQL changes at once.
+        "database": {"dsn": dsn, "pool_min": 0, "pool_max": 10, "account_cache_ttl": 0},
         "security": {"admin_api_key": ADMIN_KEY},
         "logging": {"level": "warning", "format": "json"},
         "tasks": {"enabled": False},

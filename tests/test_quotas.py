@@ -391,12 +391,17 @@ async def test_an_empty_pool_refuses_shared_accounts_until_it_recovers(gateway: 
     alice, key = await gateway.user("alice")
     await gateway.account(owner, "shared@example.com")
     await gateway.account(alice, "alices-shared@example.com")
-    await set_pool(gateway.db, alice, MODEL, 0.0, 2.0, hours_ago=1)
-    err = await error(await gateway.chat(key), 429)
+    await set_pool(gateway.db, alice, MODEL, 0.0, 2.0, hours_ago=0)
+    response = await gateway.chat(key)
+    err = await error(response, 429)
     assert err["code"] == "pool_exhausted"
+    # Retry-After says when 1% of an account has accrued at 0.2 x max (0.4) per hour: 90 s.
+    assert 80 <= int(response.headers["Retry-After"]) <= 91
+    # An hour later the pool has recovered 0.4; admission counts what accrued, task or not.
+    await set_pool(gateway.db, alice, MODEL, 0.0, 2.0, hours_ago=1)
+    assert (await gateway.chat(key)).status == 200
     await gateway.app[TASKS].run_once("recover_pools")
     assert (await pool(gateway.db, alice, MODEL))["quota"] == pytest.approx(0.4, abs=EPS)
-    assert (await gateway.chat(key)).status == 200
 
 
 # --- background reads ---------------------------------------------------------------

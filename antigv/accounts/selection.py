@@ -8,6 +8,7 @@ or says why there are none.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,17 +21,22 @@ from ..state import Principal
 # A sticky account is kept while it is at most this much busier than the idlest one.
 STICKY_SLACK = 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# With no better hint, a user whose pool is empty retries after this long.
-POOL_RETRY_AFTER = 60.0
+_CACHE_ENTRIES = 10_000
+# Recovery is continuous, so an emptied pool is "positive" a moment later; admission
+# waits for a balance worth a request (1% of one account's quota).
+POOL_ADMISSION_MIN = 0.01
+# Pools recover 0.2 x max per hour (SPEC §1).
+POOL_RECOVERY_PER_HOUR = 0.2
 
 
 @dataclass(frozen=True, slots=True)
 class Ranking:
     """Accounts to try, best first; when empty, why (``retry_at`` for exhaustion)."""
 
-    accounts: list[dict[str, Any]]
+    accounts: list[Mapping[str, Any]]
     retry_at: datetime | None = None
-    pool_empty: bool = False
+    # Seconds until the caller's pool is worth a request again; None if it is not empty.
+    pool_wait: float | None = None
 
 
 def _blocked_until(row: Mapping[str, Any], now: datetime) -> datetime | None:
@@ -69,45 +75,46 @@ def rank_candidates(
     now: datetime | None = None,
 ) -> Ranking:
     now = now or datetime.now(UTC)
-    usable: list[dict[str, Any]] = []
+    # Dedicated (own, unshared) accounts first unless the user prefers the pool.
+    tiers: tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]] = ([], [])
     earliest: datetime | None = None
-    pool_empty = False
+    pool_wait: float | None = None
     for row in rows:
         if row["account_id"] in exclude or row.get("quota_status", 1) == 0:
             continue
-        own = user_id is not None and row["user_id"] == user_id
         # Shared accounts draw on the caller's pool (the admin has none to draw on).
-        if row["is_shared"] and user_id is not None and row["pool_quota"] <= 0:
+        if row["is_shared"] and user_id is not None and row["pool_quota"] < POOL_ADMISSION_MIN:
             # A pool of size 0 never refills: such accounts are not the caller's to use.
-            pool_empty = pool_empty or row.get("pool_max", 1) > 0
+            if row["pool_max"] > 0:
+                rate = POOL_RECOVERY_PER_HOUR * row["pool_max"] / 3600
+                pool_wait = (POOL_ADMISSION_MIN - row["pool_quota"]) / rate
             continue
         blocked = _blocked_until(row, now)
         if blocked is not None:
             earliest = blocked if earliest is None else min(earliest, blocked)
             continue
-        usable.append(dict(row, own=own))
-    if not usable:
-        return Ranking([], retry_at=earliest, pool_empty=pool_empty)
+        dedicated = row["user_id"] == user_id and not row["is_shared"]
+        tiers[0 if dedicated != prefer_shared else 1].append(row)
+    if not tiers[0] and not tiers[1]:
+        return Ranking([], retry_at=earliest, pool_wait=pool_wait)
+    return Ranking([*_spread(tiers[0], inflight, session_key), *_spread(tiers[1], inflight, session_key)])
 
-    least_busy = min(inflight.get(r["account_id"], 0) for r in usable)
-    sticky_id = None
-    if session_key:
-        sticky = max(usable, key=lambda r: _affinity(session_key, r["account_id"]))
-        if inflight.get(sticky["account_id"], 0) <= least_busy + STICKY_SLACK:
-            sticky_id = sticky["account_id"]
 
-    def order(row: dict[str, Any]) -> tuple:
-        # Dedicated (own, unshared) accounts first unless the user prefers the pool.
-        dedicated = row["own"] and not row["is_shared"]
-        tier = 0 if dedicated != prefer_shared else 1
-        return (
-            tier,
-            row["account_id"] != sticky_id,
-            inflight.get(row["account_id"], 0),
-            row.get("last_used_at") or _EPOCH,
-        )
-
-    return Ranking(sorted(usable, key=order))
+def _spread(
+    tier: list[Mapping[str, Any]], inflight: Mapping[int, int], session_key: str
+) -> list[Mapping[str, Any]]:
+    """One tier in order: the conversation's sticky account unless it is busier than
+    the others, then the least busy and least recently used."""
+    if not tier:
+        return tier
+    busy = {row["account_id"]: inflight.get(row["account_id"], 0) for row in tier}
+    ordered = sorted(tier, key=lambda r: (busy[r["account_id"]], r.get("last_used_at") or _EPOCH))
+    if session_key and len(tier) > 1:
+        sticky = max(tier, key=lambda r: _affinity(session_key, r["account_id"]))
+        if busy[sticky["account_id"]] <= busy[ordered[0]["account_id"]] + STICKY_SLACK:
+            ordered.remove(sticky)
+            ordered.insert(0, sticky)
+    return ordered
 
 
 def no_account_error(ranking: Ranking, model: str, now: datetime | None = None) -> Exception:
@@ -120,11 +127,11 @@ def no_account_error(ranking: Ranking, model: str, now: datetime | None = None) 
             code="accounts_exhausted",
             retry_after=wait,
         )
-    if ranking.pool_empty:
+    if ranking.pool_wait is not None:
         return RateLimited(
-            f"your shared quota pool for {model} is used up; it recovers hourly",
+            f"your shared quota pool for {model} is used up; it recovers continuously",
             code="pool_exhausted",
-            retry_after=POOL_RETRY_AFTER,
+            retry_after=max(1.0, ranking.pool_wait),
         )
     return Forbidden(
         f"no enabled account of yours (or shared pool) can serve {model}; add an account via /api/oauth/authorize",
@@ -133,20 +140,42 @@ def no_account_error(ranking: Ranking, model: str, now: datetime | None = None) 
 
 
 class AccountRouter:
-    """Per-process knowledge for selection: requests in flight per account."""
+    """Per-process knowledge for selection: requests in flight per account, and the
+    candidate rows of recent requests.
 
-    def __init__(self, db: Database) -> None:
+    Reusing a candidate list for ``cache_ttl`` seconds takes the account query off
+    most requests (it was the largest cost of the hot path). This process drops the
+    cache whenever it changes an account (cooldown, disable, token refresh); changes
+    made by other instances are seen within ``cache_ttl``.
+    """
+
+    def __init__(self, db: Database, cache_ttl: float = 0.0) -> None:
         self._db = db
+        self._cache_ttl = cache_ttl
+        self._cache: dict[tuple, tuple[float, list[dict[str, Any]]]] = {}
         self.inflight: dict[int, int] = {}
 
     async def candidates(self, principal: Principal, model: str, quota_group: str) -> list[dict[str, Any]]:
-        return await self._db.all(
+        key = (principal.user_id, principal.is_admin, model, quota_group)
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and now - cached[0] < self._cache_ttl:
+            return cached[1]
+        rows = await self._db.all(
             "account_candidates",
             model=model,
             quota_group=quota_group,
             user_id=principal.user_id,
             is_admin=principal.is_admin,
         )
+        if self._cache_ttl > 0:
+            if len(self._cache) > _CACHE_ENTRIES:
+                self._cache.clear()
+            self._cache[key] = (now, rows)
+        return rows
+
+    def invalidate(self) -> None:
+        self._cache.clear()
 
     def acquire(self, account_id: int) -> None:
         self.inflight[account_id] = self.inflight.get(account_id, 0) + 1

@@ -8,6 +8,7 @@ waited on the lock finds the token already fresh and uses it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -84,6 +85,8 @@ class TokenManager:
         self._oauth = oauth
         self._cipher = cipher
         self._inflight: dict[int, asyncio.Future[str]] = {}
+        # Told of every refresh attempt: (account id, "ok" | "revoked" | "failed").
+        self.listeners: list[Callable[[int, str], None]] = []
         # Decrypting on every request is cheap but not free; cache by stored value.
         self._opened: dict[str, str] = {}
 
@@ -91,6 +94,10 @@ class TokenManager:
     def cipher(self) -> TokenCipher:
         """The cipher that seals tokens at rest (OAuth onboarding stores new ones)."""
         return self._cipher
+
+    def _notify(self, account_id: int, outcome: str) -> None:
+        for listener in self.listeners:
+            listener(account_id, outcome)
 
     def open(self, stored: str) -> str:
         token = self._opened.get(stored)
@@ -160,12 +167,15 @@ class TokenManager:
                     refresh_token=self._cipher.seal(rotated) if rotated else None,
                 )
                 log.info("token_refreshed", account_id=account_id, rotated=bool(rotated))
+                self._notify(account_id, "ok")
                 return body["access_token"]
         # Outcomes are written after the lock's transaction, which has nothing to keep.
         if isinstance(failure, AccountRevoked):
             await self._db.execute("disable_account", account_id=account_id, reason=failure.reason)
             log.warning("account_disabled", account_id=account_id, reason=failure.reason)
+            self._notify(account_id, "revoked")
         else:
+            self._notify(account_id, "failed")
             backoff = min(_BACKOFF_MAX, _BACKOFF_BASE * 2 ** min(row["refresh_failures"], 6))
             await self._db.execute("note_refresh_failure", account_id=account_id, backoff=backoff)
             log.warning("token_refresh_failed", account_id=account_id, retry_in=backoff)

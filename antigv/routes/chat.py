@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from typing import Any
 
 import structlog
 from aiohttp import web
 
-from ..chat import CHAT, OpenedReply
-from ..errors import ApiError, UpstreamError
+from ..chat import CHAT, ChatService, OpenedReply
+from ..errors import ApiError, ServiceUnavailable, UpstreamError
 from ..middleware import REQUEST_ID
-from ..state import PRINCIPAL
+from ..state import LIFECYCLE, PRINCIPAL
 from ..translate.request import ChatRequest, parse_chat_request
 from ..translate.response import StreamRenderer, assemble_completion
 from ..upstream.failures import UpstreamFailure, to_api_error
@@ -27,12 +27,14 @@ _SSE_HEADERS = {
     # Tell nginx not to buffer the stream.
     "X-Accel-Buffering": "no",
 }
+# Seconds a stream cut by shutdown gets to say so before its connection closes.
+_GOODBYE_TIMEOUT = 1.0
 
 
-def _overhead_ms(reply: OpenedReply) -> str:
-    """Time the gateway itself added before the client's first byte."""
-    after = time.perf_counter() - reply.opened_at
-    return f"{(reply.overhead_before + after) * 1000:.2f}"
+def _overhead(reply: OpenedReply, upstream_done: float) -> float:
+    """Seconds the gateway itself added: before the upstream call, and after the
+    upstream's part (its first events for a stream, its last frame otherwise)."""
+    return reply.overhead_before + (time.perf_counter() - upstream_done)
 
 
 def _mid_stream_error(exc: BaseException) -> ApiError:
@@ -62,34 +64,37 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         status = "cancelled"
         raise
     finally:
-        service.finish(reply, principal, request[REQUEST_ID], status)
+        service.finish(reply, principal, request[REQUEST_ID], status, req.stream)
 
 
-async def _complete(service: Any, reply: OpenedReply, req: ChatRequest) -> web.Response:
+async def _complete(service: ChatService, reply: OpenedReply, req: ChatRequest) -> web.Response:
     translator = reply.translator
     events = list(reply.first_events)
-    try:
-        async for frame in reply.frames:
-            events.extend(translator.feed(frame))
-    except UpstreamFailure as failure:
-        # Not an ApiError: left alone it would reach the client as a 500.
-        raise to_api_error(failure) from None
+    async for frame in reply.frames:
+        events.extend(translator.feed(frame))
+    upstream_done = time.perf_counter()
     events.extend(translator.finish())
     await service.remember_signatures(reply, req.model)
     completion = assemble_completion(events, translator.usage, req.model)
-    return json_response(completion, headers={OVERHEAD_HEADER: _overhead_ms(reply)})
+    overhead = _overhead(reply, upstream_done)
+    service.metrics.overhead_seconds.observe(overhead)
+    return json_response(completion, headers={OVERHEAD_HEADER: f"{overhead * 1000:.2f}"})
 
 
 async def _stream(
-    request: web.Request, service: Any, reply: OpenedReply, req: ChatRequest
+    request: web.Request, service: ChatService, reply: OpenedReply, req: ChatRequest
 ) -> tuple[web.StreamResponse, str]:
     translator = reply.translator
     renderer = StreamRenderer(req.model, req.include_usage)
+    overhead = _overhead(reply, reply.opened_at)
     # Prepared here, so the middleware cannot add the request id afterwards.
-    headers = {**_SSE_HEADERS, OVERHEAD_HEADER: _overhead_ms(reply), "X-Request-Id": request[REQUEST_ID]}
+    headers = {**_SSE_HEADERS, OVERHEAD_HEADER: f"{overhead * 1000:.2f}", "X-Request-Id": request[REQUEST_ID]}
     response = web.StreamResponse(headers=headers)
     await response.prepare(request)
     await response.write(renderer.start() + renderer.render(reply.first_events))
+    metrics = service.metrics
+    metrics.overhead_seconds.observe(overhead)
+    metrics.first_token_seconds.labels(reply.upstream.model).observe(time.perf_counter() - reply.started)
     try:
         async for frame in reply.frames:
             events = translator.feed(frame)
@@ -101,6 +106,13 @@ async def _stream(
         await response.write(renderer.error(_mid_stream_error(exc)))
         await response.write_eof()
         return response, "error"
+    except asyncio.CancelledError:
+        if request.app[LIFECYCLE].draining:
+            # Shutdown's bound ran out: tell the client why its stream ends here.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                goodbye = renderer.error(ServiceUnavailable("the server is shutting down; retry the request"))
+                await asyncio.wait_for(response.write(goodbye), _GOODBYE_TIMEOUT)
+        raise
     await service.remember_signatures(reply, req.model)
     await response.write(renderer.finish(translator.finish(), translator.usage))
     await response.write_eof()

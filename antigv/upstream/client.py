@@ -29,6 +29,43 @@ _NEXT_HOST_KINDS = frozenset(
 _READ_SIZE = 2**16
 
 
+class _IdleWatchdog:
+    """Fails a stream's reads once nothing has been read for too long.
+
+    One timer per idle period, re-armed from the last read's time, instead of
+    rescheduling a timeout on every chunk: that cost an event-loop turn per
+    chunk, a measurable share of the hot path.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, content: aiohttp.StreamReader, first: float, idle: float
+    ) -> None:
+        self._loop = loop
+        self._content = content
+        self._idle = idle
+        self._limit = first
+        self.last = loop.time()
+        self._handle = loop.call_at(self.last + first, self._check)
+
+    def touch(self) -> None:
+        self.last = self._loop.time()
+        if self._limit != self._idle:
+            # The first read ends the first-byte wait: re-arm once for the idle limit.
+            self._limit = self._idle
+            self._handle.cancel()
+            self._handle = self._loop.call_at(self.last + self._idle, self._check)
+
+    def _check(self) -> None:
+        due = self.last + self._limit
+        if self._loop.time() >= due:
+            self._content.set_exception(TimeoutError())
+        else:
+            self._handle = self._loop.call_at(due, self._check)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
 class UpstreamStream:
     """An open ``streamGenerateContent`` reply: parsed frames, with idle timeouts."""
 
@@ -42,23 +79,26 @@ class UpstreamStream:
     async def frames(self) -> AsyncIterator[dict[str, Any]]:
         parser = SSEParser()
         content = self._response.content
-        loop = asyncio.get_running_loop()
+        watchdog = _IdleWatchdog(
+            asyncio.get_running_loop(), content, self._first_byte_timeout, self._idle_timeout
+        )
         try:
-            async with asyncio.timeout_at(loop.time() + self._first_byte_timeout) as deadline:
-                while True:
-                    chunk = await content.readany()
-                    deadline.reschedule(loop.time() + self._idle_timeout)
-                    payloads = parser.feed(chunk) if chunk else parser.close()
-                    for payload in payloads:
-                        frame = _parse_frame(payload)
-                        if frame is not None:
-                            yield frame
-                    if not chunk:
-                        return
+            while True:
+                chunk = await content.readany()
+                watchdog.touch()
+                payloads = parser.feed(chunk) if chunk else parser.close()
+                for payload in payloads:
+                    frame = _parse_frame(payload)
+                    if frame is not None:
+                        yield frame
+                if not chunk:
+                    return
         except TimeoutError:
             raise UpstreamFailure(FailureKind.TIMEOUT, 504, "upstream stream stalled") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamFailure(FailureKind.NETWORK, 502, f"stream broken: {type(exc).__name__}") from None
+        finally:
+            watchdog.cancel()
 
     def close(self) -> None:
         """Abort the upstream request (a client that went away stops the upstream too)."""

@@ -8,7 +8,8 @@ SELECT a.account_id, a.user_id, a.is_shared, a.project_id, a.access_token,
        q.quota, q.reset_time, coalesce(q.status, 1) AS quota_status,
        c.until AS cooldown_until,
        -- A pool without a row yet is full: 2 x the caller's enabled shared accounts.
-       coalesce(p.quota, m.pool_max) AS pool_quota,
+       -- Recovery accrues continuously, so admission counts what has accrued by now.
+       coalesce(pool_recovered(p.quota, p.max_quota, p.last_recovered_at), m.pool_max) AS pool_quota,
        -- 0: the caller shares nothing, so the pool is no source at all (not a wait).
        coalesce(p.max_quota, m.pool_max) AS pool_max
 FROM accounts a
@@ -52,9 +53,10 @@ RETURNING account_id, user_id, is_shared
 UPDATE accounts SET project_id = %(project_id)s, updated_at = now()
 WHERE account_id = %(account_id)s
 
--- name: set_cooldown
+-- name: set_cooldowns
+-- Park an account for some models (a quota group shares one bucket) until a time.
 INSERT INTO cooldowns (account_id, model_name, until, reason)
-VALUES (%(account_id)s, %(model)s, %(until)s, %(reason)s)
+SELECT %(account_id)s, m, %(until)s, %(reason)s FROM unnest(%(models)s::text[]) AS m
 ON CONFLICT (account_id, model_name)
 DO UPDATE SET until = greatest(cooldowns.until, EXCLUDED.until), reason = EXCLUDED.reason
 
