@@ -1,7 +1,10 @@
 """A/B a hot-path change: extra gateways next to the bench's, interleaved in one run.
 
-    python -m bench.ab all="bench/hotpath_patches.py --patches cache,watchdog,sse" \\
+    python -m bench.ab candidate="path/to/launcher.py --flag" \\
         [--baseline direct,null,gw-stream] [--levels 1,64] [--rounds 3]
+
+A launcher is any script that starts a gateway variant (for instance one that
+monkeypatches a prototype of a change before calling ``antigv.cli.main``).
 
 Each ``NAME=COMMAND`` is a script run as ``python COMMAND --config F serve`` against
 the same database, accounts and upstream double as the bench's own gateway (which
