@@ -79,7 +79,7 @@ class OpenedReply:
     account: dict[str, Any]
     upstream: UpstreamRequest
     stream: UpstreamStream
-    frames: AsyncIterator[dict[str, Any]]
+    batches: AsyncIterator[list[dict[str, Any]]]
     translator: ResponseTranslator
     first_events: list[Event]
     started: float
@@ -209,17 +209,17 @@ class ChatService:
     ) -> OpenedReply:
         """Read until the first events: an error up to here may still fail over."""
         translator = ResponseTranslator(upstream_req.tool_names)
-        frames = aiter(stream.frames())
+        batches = aiter(stream.batches())
         first_events: list[Event] = []
         seen_frames = 0
         try:
             while not first_events:
                 try:
-                    frame = await anext(frames)
+                    batch = await anext(batches)
                 except StopAsyncIteration:
                     break
-                seen_frames += 1
-                first_events = translator.feed(frame)
+                seen_frames += len(batch)
+                first_events = [event for frame in batch for event in translator.feed(frame)]
         except BaseException:
             stream.close()
             raise
@@ -227,7 +227,7 @@ class ChatService:
             stream.close()
             raise UpstreamFailure(FailureKind.SERVER_ERROR, 502, "upstream sent an empty reply")
         return OpenedReply(
-            account, upstream_req, stream, frames, translator, first_events, started, overhead_before
+            account, upstream_req, stream, batches, translator, first_events, started, overhead_before
         )
 
     async def _after_failure(

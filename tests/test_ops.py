@@ -273,3 +273,51 @@ def test_units_carry_the_required_hardening():
             "Restart=on-failure",
         ):
             assert setting in text, f"{unit} lacks {setting}"
+
+
+# --- several workers on one port ----------------------------------------------------
+
+
+async def test_serve_workers_share_one_port_and_their_metrics(tmp_path, db_dsn):
+    port = _free_port()
+    config = tmp_path / "config.toml"
+    _write_config(config, db_dsn, "http://127.0.0.1:9", port)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "antigv",
+        "--config",
+        str(config),
+        "serve",
+        "--workers",
+        "2",
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_ready(base)
+        children_file = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+        children = (await asyncio.to_thread(children_file.read_text)).split()
+        assert len(children) == 2
+        for _ in range(20):
+            # A new connection each time, so the kernel spreads them over the workers.
+            async with aiohttp.ClientSession() as session, session.get(base + "/healthz") as response:
+                assert response.status == 200
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(base + "/metrics", headers=bearer(ADMIN_KEY)) as response,
+        ):
+            text = await response.text()
+        # Whichever worker answers reports the requests of both.
+        line = next(
+            x for x in text.splitlines() if x.startswith("antigv_requests_total{") and "/healthz" in x
+        )
+        assert float(line.rsplit(" ", 1)[1]) >= 20
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 20) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

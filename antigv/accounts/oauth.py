@@ -24,6 +24,7 @@ import asyncio
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -44,7 +45,7 @@ from ..errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from ..quotas.reads import QuotaReading, parse_quota_readings, upsert_params
+from ..quotas.reads import QuotaReading, parse_quota_readings, store_params
 from ..state import CONFIG, DB, HTTP
 from ..upstream.client import UPSTREAM, UpstreamClient
 from ..upstream.failures import FailureKind, UpstreamFailure
@@ -439,7 +440,9 @@ async def _store(
             )
             if row is not None:
                 if readings:
-                    await tx.execute("upsert_model_quotas", **upsert_params(row["account_id"], readings))
+                    await tx.execute(
+                        "store_quota_read", **store_params(row["account_id"], readings, datetime.now(UTC))
+                    )
                 return row["account_id"], True
         # Already there (checked before, or inserted by a concurrent callback meanwhile).
         existing = await tx.one("lock_account_by_email", email=email)

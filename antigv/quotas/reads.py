@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -57,10 +57,11 @@ def parse_quota_readings(data: Mapping[str, Any], groups: QuotasConfig) -> list[
     return readings
 
 
-def upsert_params(account_id: int, readings: list[QuotaReading]) -> dict[str, Any]:
-    """Parameters of the ``upsert_model_quotas`` query."""
+def store_params(account_id: int, readings: Sequence[QuotaReading], read_at: datetime) -> dict[str, Any]:
+    """Parameters of the ``store_quota_read`` query."""
     return {
         "account_id": account_id,
+        "read_at": read_at,
         "models": [r.model_name for r in readings],
         "groups": [r.quota_group for r in readings],
         "quotas": [r.quota for r in readings],

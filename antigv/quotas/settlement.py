@@ -31,7 +31,7 @@ from typing import Any
 import structlog
 
 from ..db import Database
-from .reads import QuotaReading
+from .reads import QuotaReading, store_params
 
 log = structlog.get_logger(__name__)
 
@@ -162,15 +162,7 @@ async def settle_read(
                 groups=[k[1] for k in keys],
                 amounts=[pools[k] for k in keys],
             )
-        await tx.execute(
-            "quota_store_read",
-            account_id=account_id,
-            read_at=read_at,
-            models=[r.model_name for r in readings],
-            groups=[r.quota_group for r in readings],
-            quotas=[r.quota for r in readings],
-            resets=[r.reset_time for r in readings],
-        )
+        await tx.execute("store_quota_read", **store_params(account_id, readings, read_at))
         await tx.execute("quota_mark_read", account_id=account_id, read_at=read_at)
     result.settled_rows = len(log_ids)
     result.pool_charges = dict(pools)

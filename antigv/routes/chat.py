@@ -70,8 +70,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 async def _complete(service: ChatService, reply: OpenedReply, req: ChatRequest) -> web.Response:
     translator = reply.translator
     events = list(reply.first_events)
-    async for frame in reply.frames:
-        events.extend(translator.feed(frame))
+    async for batch in reply.batches:
+        for frame in batch:
+            events.extend(translator.feed(frame))
     upstream_done = time.perf_counter()
     events.extend(translator.finish())
     await service.remember_signatures(reply, req.model)
@@ -96,8 +97,8 @@ async def _stream(
     metrics.overhead_seconds.observe(overhead)
     metrics.first_token_seconds.labels(reply.upstream.model).observe(time.perf_counter() - reply.started)
     try:
-        async for frame in reply.frames:
-            events = translator.feed(frame)
+        async for batch in reply.batches:
+            events = [event for frame in batch for event in translator.feed(frame)]
             if events:
                 await response.write(renderer.render(events))
     except (UpstreamFailure, ApiError) as exc:

@@ -76,7 +76,9 @@ class UpstreamStream:
         self._first_byte_timeout = first_byte_timeout
         self._idle_timeout = idle_timeout
 
-    async def frames(self) -> AsyncIterator[dict[str, Any]]:
+    async def batches(self) -> AsyncIterator[list[dict[str, Any]]]:
+        """The parsed frames of each network read. Handing them over a read at a time
+        lets the caller answer with one write per read instead of one per frame."""
         parser = SSEParser()
         content = self._response.content
         watchdog = _IdleWatchdog(
@@ -87,10 +89,9 @@ class UpstreamStream:
                 chunk = await content.readany()
                 watchdog.touch()
                 payloads = parser.feed(chunk) if chunk else parser.close()
-                for payload in payloads:
-                    frame = _parse_frame(payload)
-                    if frame is not None:
-                        yield frame
+                frames = [frame for payload in payloads if (frame := _parse_frame(payload)) is not None]
+                if frames:
+                    yield frames
                 if not chunk:
                     return
         except TimeoutError:

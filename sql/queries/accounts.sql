@@ -9,12 +9,7 @@ SELECT a.account_id, a.user_id, a.email, a.name, a.is_shared, a.status, a.disabl
        a.project_id, a.tier, a.access_token_expires_at, a.last_used_at, a.created_at, a.updated_at,
        c.models AS cooldown_models, c.untils AS cooldown_untils, c.reasons AS cooldown_reasons
 FROM accounts a
-LEFT JOIN LATERAL (
-    SELECT array_agg(model_name ORDER BY model_name) AS models,
-           array_agg(until ORDER BY model_name) AS untils,
-           array_agg(reason ORDER BY model_name) AS reasons
-    FROM cooldowns WHERE account_id = a.account_id AND until > now()
-) c ON true
+LEFT JOIN LATERAL account_cooldowns(a.account_id) c ON true
 WHERE a.account_id = %(account_id)s
   AND (%(user_id)s::bigint IS NULL OR a.user_id = %(user_id)s::bigint)
 
@@ -23,12 +18,7 @@ SELECT a.account_id, a.user_id, a.email, a.name, a.is_shared, a.status, a.disabl
        a.project_id, a.tier, a.access_token_expires_at, a.last_used_at, a.created_at, a.updated_at,
        c.models AS cooldown_models, c.untils AS cooldown_untils, c.reasons AS cooldown_reasons
 FROM accounts a
-LEFT JOIN LATERAL (
-    SELECT array_agg(model_name ORDER BY model_name) AS models,
-           array_agg(until ORDER BY model_name) AS untils,
-           array_agg(reason ORDER BY model_name) AS reasons
-    FROM cooldowns WHERE account_id = a.account_id AND until > now()
-) c ON true
+LEFT JOIN LATERAL account_cooldowns(a.account_id) c ON true
 WHERE %(user_id)s::bigint IS NULL OR a.user_id = %(user_id)s::bigint
 ORDER BY a.account_id
 
@@ -49,12 +39,7 @@ SELECT a.account_id, a.user_id, a.email, a.name, a.is_shared, a.status, a.disabl
        a.project_id, a.tier, a.access_token_expires_at, a.last_used_at, a.created_at, a.updated_at,
        c.models AS cooldown_models, c.untils AS cooldown_untils, c.reasons AS cooldown_reasons
 FROM changed a
-LEFT JOIN LATERAL (
-    SELECT array_agg(model_name ORDER BY model_name) AS models,
-           array_agg(until ORDER BY model_name) AS untils,
-           array_agg(reason ORDER BY model_name) AS reasons
-    FROM cooldowns WHERE account_id = a.account_id AND until > now()
-) c ON true
+LEFT JOIN LATERAL account_cooldowns(a.account_id) c ON true
 
 -- name: set_account_name
 WITH changed AS (
@@ -67,12 +52,7 @@ SELECT a.account_id, a.user_id, a.email, a.name, a.is_shared, a.status, a.disabl
        a.project_id, a.tier, a.access_token_expires_at, a.last_used_at, a.created_at, a.updated_at,
        c.models AS cooldown_models, c.untils AS cooldown_untils, c.reasons AS cooldown_reasons
 FROM changed a
-LEFT JOIN LATERAL (
-    SELECT array_agg(model_name ORDER BY model_name) AS models,
-           array_agg(until ORDER BY model_name) AS untils,
-           array_agg(reason ORDER BY model_name) AS reasons
-    FROM cooldowns WHERE account_id = a.account_id AND until > now()
-) c ON true
+LEFT JOIN LATERAL account_cooldowns(a.account_id) c ON true
 
 -- name: set_account_type
 WITH changed AS (
@@ -85,12 +65,7 @@ SELECT a.account_id, a.user_id, a.email, a.name, a.is_shared, a.status, a.disabl
        a.project_id, a.tier, a.access_token_expires_at, a.last_used_at, a.created_at, a.updated_at,
        c.models AS cooldown_models, c.untils AS cooldown_untils, c.reasons AS cooldown_reasons
 FROM changed a
-LEFT JOIN LATERAL (
-    SELECT array_agg(model_name ORDER BY model_name) AS models,
-           array_agg(until ORDER BY model_name) AS untils,
-           array_agg(reason ORDER BY model_name) AS reasons
-    FROM cooldowns WHERE account_id = a.account_id AND until > now()
-) c ON true
+LEFT JOIN LATERAL account_cooldowns(a.account_id) c ON true
 
 -- name: delete_account
 -- Quotas and cooldowns go with it (ON DELETE CASCADE); usage rows stay, detached.

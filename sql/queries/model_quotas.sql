@@ -1,7 +1,8 @@
--- name: upsert_model_quotas
--- Store one quota read of an account. A model switched off by hand stays off.
+-- name: store_quota_read
+-- One quota read of an account, stamped with the moment it was taken.
+-- A model switched off by hand stays off.
 INSERT INTO model_quotas (account_id, model_name, quota_group, quota, reset_time, last_fetched_at)
-SELECT %(account_id)s, m.model_name, m.quota_group, m.quota, m.reset_time, now()
+SELECT %(account_id)s, m.model_name, m.quota_group, m.quota, m.reset_time, %(read_at)s
 FROM unnest(%(models)s::text[], %(groups)s::text[], %(quotas)s::float8[], %(resets)s::timestamptz[])
      AS m(model_name, quota_group, quota, reset_time)
 ON CONFLICT (account_id, model_name) DO UPDATE

@@ -53,18 +53,6 @@ FROM (SELECT * FROM unnest(%(user_ids)s::bigint[], %(groups)s::text[], %(amounts
       AS x(user_id, quota_group, amount)
       ORDER BY user_id, quota_group) c
 
--- name: quota_store_read
--- One quota read, stamped with the moment it was taken. A model switched off by hand stays off.
-INSERT INTO model_quotas (account_id, model_name, quota_group, quota, reset_time, last_fetched_at)
-SELECT %(account_id)s, m.model_name, m.quota_group, m.quota, m.reset_time, %(read_at)s
-FROM unnest(%(models)s::text[], %(groups)s::text[], %(quotas)s::float8[], %(resets)s::timestamptz[])
-     AS m(model_name, quota_group, quota, reset_time)
-ON CONFLICT (account_id, model_name) DO UPDATE
-SET quota_group = EXCLUDED.quota_group,
-    quota = EXCLUDED.quota,
-    reset_time = EXCLUDED.reset_time,
-    last_fetched_at = EXCLUDED.last_fetched_at
-
 -- name: quota_mark_read
 UPDATE accounts
 SET quota_fetched_at = greatest(coalesce(quota_fetched_at, %(read_at)s), %(read_at)s)
