@@ -44,12 +44,12 @@ test: install postgres ## run the test suite against a throwaway PostgreSQL
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: install ## ruff check and format check
-	$(BIN)/ruff check antigv tests
-	$(BIN)/ruff format --check antigv tests
+	$(BIN)/ruff check antigv tests bench
+	$(BIN)/ruff format --check antigv tests bench
 
 format: install ## apply ruff's formatting and safe fixes
-	$(BIN)/ruff check --fix antigv tests
-	$(BIN)/ruff format antigv tests
+	$(BIN)/ruff check --fix antigv tests bench
+	$(BIN)/ruff format antigv tests bench
 
 migrate: install $(CONFIG) ## apply pending migrations
 	$(ANTIGV) migrate
