@@ -26,6 +26,7 @@ from .accounts.tokens import AccountRevoked, RefreshFailed, TokenManager
 from .config import Config
 from .db import Database
 from .metrics import Metrics
+from .quotas.pools import group_models
 from .translate import models
 from .translate.request import (
     ChatRequest,
@@ -240,8 +241,7 @@ class ChatService:
         if kind is FailureKind.QUOTA_EXHAUSTED:
             until = failure.reset_at or now + DEFAULT_QUOTA_COOLDOWN
             # The models of one quota group share the bucket: park them all.
-            group = self._config.quotas.group_of(model)
-            siblings = self._config.quotas.groups.get(group, [model])
+            siblings = group_models(self._config.quotas, self._config.quotas.group_of(model))
             await self._cooldown(
                 account_id, [model, *(m for m in siblings if m != model)], until, "quota_exhausted"
             )

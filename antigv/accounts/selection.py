@@ -16,6 +16,7 @@ from typing import Any
 
 from ..db import Database
 from ..errors import Forbidden, RateLimited
+from ..quotas.pools import RECOVERY_PER_HOUR
 from ..state import Principal
 
 # A sticky account is kept while it is at most this much busier than the idlest one.
@@ -25,8 +26,6 @@ _CACHE_ENTRIES = 10_000
 # Recovery is continuous, so an emptied pool is "positive" a moment later; admission
 # waits for a balance worth a request (1% of one account's quota).
 POOL_ADMISSION_MIN = 0.01
-# Pools recover 0.2 x max per hour (SPEC §1).
-POOL_RECOVERY_PER_HOUR = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +85,7 @@ def rank_candidates(
         if row["is_shared"] and user_id is not None and row["pool_quota"] < POOL_ADMISSION_MIN:
             # A pool of size 0 never refills: such accounts are not the caller's to use.
             if row["pool_max"] > 0:
-                rate = POOL_RECOVERY_PER_HOUR * row["pool_max"] / 3600
+                rate = RECOVERY_PER_HOUR * row["pool_max"] / 3600
                 pool_wait = (POOL_ADMISSION_MIN - row["pool_quota"]) / rate
             continue
         blocked = _blocked_until(row, now)

@@ -26,7 +26,6 @@ log = structlog.get_logger(__name__)
 _NEXT_HOST_KINDS = frozenset(
     {FailureKind.NETWORK, FailureKind.SERVER_ERROR, FailureKind.PERMISSION_DENIED, FailureKind.NOT_FOUND}
 )
-_READ_SIZE = 2**16
 
 
 class _IdleWatchdog:
