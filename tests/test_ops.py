@@ -117,6 +117,22 @@ def _write_config(path: Path, dsn: str, upstream: str, port: int, **extra: str) 
     path.write_text("\n".join(lines) + "\n")
 
 
+async def _serve(config: Path, *args: str) -> asyncio.subprocess.Process:
+    """``antigv serve`` in a process of its own, as an operator runs it."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "antigv",
+        "--config",
+        str(config),
+        "serve",
+        *args,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 async def _wait_ready(base: str, within: float = 20.0) -> None:
     deadline = time.monotonic() + within
     async with aiohttp.ClientSession() as session:
@@ -137,17 +153,7 @@ async def test_sigterm_lets_a_running_stream_finish_and_records_it(tmp_path, db_
     port = _free_port()
     config = tmp_path / "config.toml"
     _write_config(config, db_dsn, upstream, port)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "antigv",
-        "--config",
-        str(config),
-        "serve",
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = await _serve(config)
     base = f"http://127.0.0.1:{port}"
     try:
         await _wait_ready(base)
@@ -282,19 +288,7 @@ async def test_serve_workers_share_one_port_and_their_metrics(tmp_path, db_dsn):
     port = _free_port()
     config = tmp_path / "config.toml"
     _write_config(config, db_dsn, "http://127.0.0.1:9", port)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "antigv",
-        "--config",
-        str(config),
-        "serve",
-        "--workers",
-        "2",
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = await _serve(config, "--workers", "2")
     base = f"http://127.0.0.1:{port}"
     try:
         await _wait_ready(base)
