@@ -176,7 +176,10 @@ class ResponseTranslator:
                 self._thinking.append(text)
                 event = ReasoningDelta(text)
             else:
-                _reject_client_outdated_notice(text)
+                # The notice is a whole reply; later in an answer the words are the model's own
+                # (it may talk about Antigravity), and checking every delta costs the hot path.
+                if not self._saw_output:
+                    _reject_client_outdated_notice(text)
                 event = TextDelta(text)
         if signature:
             # Claude signs its thinking with a trailing (empty) thought part, Gemini may sign on

@@ -524,3 +524,14 @@ def test_chunks_of_one_response_share_id_created_and_model() -> None:
 def test_assembly_requires_the_finish_event() -> None:
     with pytest.raises(ValueError):
         assemble_completion([TextDelta("x")], {}, "m")
+
+
+def test_the_notices_words_later_in_an_answer_are_the_models_own() -> None:
+    translator = ResponseTranslator()
+    translator.feed(_frame_with_text("Here is what users see: "))
+    events = translator.feed(_frame_with_text("This version of Antigravity is no longer supported."))
+    assert [e.text for e in events] == ["This version of Antigravity is no longer supported."]
+
+
+def _frame_with_text(text: str) -> dict:
+    return {"response": {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}}]}}
