@@ -15,9 +15,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from .db import Database
-from .errors import Forbidden, NotFound, Unauthorized
+from .errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from .keys import is_admin_key, key_digest
 from .state import CONFIG, DB, PRINCIPAL, Principal
+from .web import query_id
 
 CACHE_TTL = 5.0
 CACHE_SIZE = 10_000
@@ -122,6 +123,21 @@ async def auth_middleware(
             raise Forbidden("this endpoint needs the admin key", code="admin_required")
         request[PRINCIPAL] = principal
     return await handler(request)
+
+
+def target_user(request: web.Request, *, required: bool = False) -> int | None:
+    """Whose data a request reads: the caller's own; the admin names a user with
+    ``?user_id=`` (or, unless ``required``, means every user with None). A user
+    naming someone else gets a 404, like a user that does not exist."""
+    principal = request[PRINCIPAL]
+    wanted = query_id(request, "user_id")
+    if principal.is_admin:
+        if wanted is None and required:
+            raise InvalidRequest("user_id is required with the admin key", param="user_id")
+        return wanted
+    if wanted is not None and wanted != principal.user_id:
+        raise NotFound("user not found")
+    return principal.user_id
 
 
 def require_self_or_admin(principal: Principal, user_id: int) -> None:

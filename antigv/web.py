@@ -61,6 +61,16 @@ def path_id(request: web.Request, name: str = "id") -> int:
     return int(raw)
 
 
+def query_id(request: web.Request, key: str) -> int | None:
+    """An id from the query string; None when absent, a 400 naming it when malformed."""
+    raw = request.query.get(key, "").strip()
+    if not raw:
+        return None
+    if not _ID_RE.match(raw):
+        raise InvalidRequest(f"{key} must be a positive integer id", param=key)
+    return int(raw)
+
+
 def flag(body: dict[str, Any], key: str, *, required: bool = True, default: int = 0) -> int:
     """A 0/1 field (true/false accepted too)."""
     if key not in body:

@@ -171,9 +171,11 @@ async def test_list_for_admin_and_user_filter(client, world):
     own = await ok(await client.get(f"/api/accounts?user_id={world['alice_id']}", headers=world["alice"]))
     assert [a["account_id"] for a in own] == [world["a1"], world["a2"]]
     await api_error(await client.get(f"/api/accounts?user_id={world['bob_id']}", headers=world["alice"]), 404)
-    for bad in ("abc", "-1", "1.5", "9" * 30):
-        error = await api_error(await client.get(f"/api/accounts?user_id={bad}", headers=ADMIN), 400)
-        assert error["param"] == "user_id", bad
+    # "²" and "١" pass str.isdigit; they must be refused as cleanly as "abc".
+    for bad in ("abc", "-1", "1.5", "9" * 30, "²", "١"):
+        for path in ("/api/accounts", "/api/quotas/consumption"):
+            error = await api_error(await client.get(path, params={"user_id": bad}, headers=ADMIN), 400)
+            assert error["param"] == "user_id", (path, bad)
 
 
 async def test_list_shows_active_cooldowns_only(client, world, db_dsn):

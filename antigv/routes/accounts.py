@@ -14,13 +14,13 @@ from typing import Any
 from aiohttp import web
 
 from ..accounts.views import account_view
+from ..auth import target_user
 from ..errors import InvalidRequest, NotFound
 from ..state import DB, PRINCIPAL
 from ..web import api_ok, flag, path_id, read_json_object
 
 NAME_MAX_CHARS = 100
 DISABLED_BY_OWNER = "disabled by owner"
-_MAX_ID_DIGITS = 18
 
 
 def _scope(request: web.Request) -> int | None:
@@ -36,16 +36,7 @@ def _found(row: dict[str, Any] | None) -> dict[str, Any]:
 
 
 async def list_accounts(request: web.Request) -> web.Response:
-    scope = _scope(request)
-    raw = request.query.get("user_id", "")
-    if raw:
-        if not raw.isdigit() or len(raw) > _MAX_ID_DIGITS:
-            raise InvalidRequest("user_id must be a positive integer", param="user_id")
-        wanted = int(raw)
-        if scope is not None and wanted != scope:
-            raise NotFound("user not found")
-        scope = wanted
-    rows = await request.app[DB].all("list_accounts", user_id=scope)
+    rows = await request.app[DB].all("list_accounts", user_id=target_user(request))
     return api_ok([account_view(row) for row in rows])
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..auth import ADMIN, access
+from ..auth import ADMIN, access, target_user
 from ..errors import InvalidRequest, NotFound
 from ..quotas.pools import user_pools
 from ..quotas.service import QUOTAS
@@ -16,7 +16,6 @@ from ..state import CONFIG, DB, PRINCIPAL, Principal
 from ..translate.models import upstream_model
 from ..web import api_ok, flag, path_id, query_int, read_json_object
 
-_MAX_ID_DIGITS = 18
 USAGE_LIMIT_DEFAULT = 100
 USAGE_LIMIT_MAX = 1000
 
@@ -58,23 +57,6 @@ def date_range(request: web.Request) -> tuple[datetime | None, datetime | None]:
     if start is not None and end is not None and end <= start:
         raise InvalidRequest("end_date must be after start_date", param="end_date")
     return start, end
-
-
-def target_user(request: web.Request, *, required: bool) -> int | None:
-    """Whose data: the caller's; the admin names a user with ``user_id`` (or means everyone)."""
-    principal: Principal = request[PRINCIPAL]
-    raw = request.query.get("user_id", "").strip()
-    if principal.is_admin:
-        if not raw:
-            if required:
-                raise InvalidRequest("user_id is required with the admin key", param="user_id")
-            return None
-        if not raw.isdigit() or len(raw) > _MAX_ID_DIGITS:
-            raise InvalidRequest("user_id must be a user id", param="user_id")
-        return int(raw)
-    if raw and raw != str(principal.user_id):
-        raise NotFound("user not found")
-    return principal.user_id
 
 
 def parse_threshold(request: web.Request) -> float:
