@@ -393,7 +393,7 @@ async def read_quotas(
     """The account's model quotas; None when the read failed (the account is still added,
     and the background loop reads them later)."""
     try:
-        data = await upstream.call("fetchAvailableModels", access_token, {"project": project_id})
+        data = await upstream.available_models(access_token, project_id)
     except UpstreamFailure as failure:
         log.warning("onboarding_quota_read_failed", kind=failure.kind.value, status=failure.status)
         return None

@@ -106,11 +106,7 @@ class QuotaService:
         read_at = datetime.now(UTC)
         try:
             token = await self._tokens.access_token(account)
-            data = await self._upstream.call(
-                "fetchAvailableModels",
-                token,
-                {"project": account["project_id"]} if account["project_id"] else {},
-            )
+            data = await self._upstream.available_models(token, account["project_id"])
         except (AccountRevoked, RefreshFailed, UpstreamFailure, TokenCipherError) as exc:
             self._failed_until[account_id] = time.monotonic() + FAILURE_BACKOFF
             log.warning(

@@ -56,7 +56,7 @@ async def _fetch(app: web.Application, principal: Principal) -> dict[str, Any]:
     for account in accounts[:3]:
         try:
             token = await app[TOKENS].access_token(account)
-            data = await app[UPSTREAM].call("fetchAvailableModels", token, {"project": account["project_id"]})
+            data = await app[UPSTREAM].available_models(token, account["project_id"])
         except UpstreamFailure as failure:
             last = failure
             continue

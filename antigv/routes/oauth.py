@@ -59,10 +59,6 @@ def render_page(status: int, title: str, message: str, request_id: str = "") -> 
     )
 
 
-async def _body_or_empty(request: web.Request) -> dict[str, Any]:
-    return await read_json_object(request) if request.body_exists else {}
-
-
 async def _target_user(request: web.Request, body: dict[str, Any]) -> int:
     """Whose account this will be: the caller, or for the admin the body's ``user_id``."""
     principal = request[PRINCIPAL]
@@ -82,7 +78,7 @@ async def _target_user(request: web.Request, body: dict[str, Any]) -> int:
 
 
 async def authorize(request: web.Request) -> web.Response:
-    body = await _body_or_empty(request)
+    body = await read_json_object(request, empty_ok=True)
     is_shared = flag(body, "is_shared", required=False, default=0)
     user_id = await _target_user(request, body)
     data = await oauth.create_state(request.app[DB], request.app[CONFIG].oauth, user_id, is_shared)

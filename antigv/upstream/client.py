@@ -170,6 +170,14 @@ class UpstreamClient:
         response = await self._post("streamGenerateContent", access_token, body, stream=True)
         return UpstreamStream(response, self._config.first_byte_timeout, self._config.idle_timeout)
 
+    async def available_models(self, access_token: str, project_id: str) -> dict[str, Any]:
+        """``fetchAvailableModels`` for one account: its models and their quotas.
+
+        The project is always sent, "" included: paid accounts without a project
+        still get their quota that way (PROTOCOL §7.3).
+        """
+        return await self.call("fetchAvailableModels", access_token, {"project": project_id})
+
     async def call(self, method: str, access_token: str, payload: dict[str, Any]) -> dict[str, Any]:
         """A unary JSON call (fetchAvailableModels, loadCodeAssist, onboardUser, ...)."""
         response = await self._post(method, access_token, orjson.dumps(payload), stream=False)
