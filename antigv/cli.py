@@ -219,22 +219,36 @@ def _run_workers(args: argparse.Namespace, host: str, port: int) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="antigv-metrics-")
     env = {**os.environ, MULTIPROC_ENV: metrics_dir}
     try:
-        return _supervise([subprocess.Popen(command, env=env) for _ in range(args.workers)])
+        return _supervise(lambda: subprocess.Popen(command, env=env), args.workers)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _supervise(children: list[subprocess.Popen]) -> int:
+def _supervise(spawn: Callable[[], subprocess.Popen], count: int) -> int:
+    """Start ``count`` workers and wait for them, passing SIGTERM/SIGINT on; 0 when all
+    stopped cleanly.
+
+    The handlers go in before the first worker starts, so no signal is lost. A
+    worker still starting up has no handler yet and dies by the signal it was sent:
+    that is a clean stop too (status -signum), not a failure.
+    """
+    forwarded: set[int] = set()
+    children: list[subprocess.Popen] = []
 
     def forward(signum: int, _frame: Any) -> None:
+        forwarded.add(signum)
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    for _ in range(count):
+        if forwarded:
+            break
+        children.append(spawn())
     codes = [child.wait() for child in children]
-    return 0 if all(code == 0 for code in codes) else 1
+    return 0 if all(code == 0 or -code in forwarded for code in codes) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -315,3 +315,17 @@ async def test_serve_workers_share_one_port_and_their_metrics(tmp_path, db_dsn):
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_sigterm_while_workers_start_up_is_a_clean_stop(tmp_path, db_dsn):
+    config = tmp_path / "config.toml"
+    _write_config(config, db_dsn, "http://127.0.0.1:9", _free_port())
+    process = await _serve(config, "--workers", "2")
+    children_file = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    deadline = time.monotonic() + 20
+    # As soon as both workers exist, long before they serve: they die by the signal itself.
+    while len((await asyncio.to_thread(children_file.read_text)).split()) < 2:
+        assert time.monotonic() < deadline, "workers were not started"
+        await asyncio.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(process.wait(), 20) == 0
