@@ -7,7 +7,7 @@ ANTIGV := $(BIN)/antigv --config $(CONFIG)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run serve test lint format migrate db-start db-stop db-status clean \
+.PHONY: help install constraints run serve test lint format migrate db-start db-stop db-status clean \
         postgres user-create users quota-recover refresh-tokens db-backup db-restore logs \
         install-service uninstall-service bench
 
@@ -17,12 +17,19 @@ help: ## list the targets
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+$(VENV)/.installed: pyproject.toml deploy/constraints.txt | $(BIN)/activate
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,speed]'
+	$(BIN)/pip install --quiet -c deploy/constraints.txt -e '.[test,speed]'
 	@touch $@
 
 install: $(VENV)/.installed ## create .venv with the project and its test tools
+
+constraints: ## re-pin deploy/constraints.txt to the newest versions pyproject.toml allows
+	rm -rf .venv-pin && $(PYTHON) -m venv .venv-pin
+	.venv-pin/bin/pip install --quiet -e '.[test,speed]'
+	{ sed -n '1,2p' deploy/constraints.txt; .venv-pin/bin/pip freeze --exclude-editable; } > deploy/constraints.txt.new
+	mv deploy/constraints.txt.new deploy/constraints.txt
+	rm -rf .venv-pin
 
 $(CONFIG): | $(VENV)/.installed
 	$(BIN)/antigv init-config $(CONFIG)

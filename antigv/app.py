@@ -14,7 +14,7 @@ from .auth import KEY_CACHE, KeyCache, auth_middleware
 from .chat import CHAT, ChatService
 from .config import Config
 from .crypto import TokenCipher, parse_key
-from .db import Database, Queries, create_pool
+from .db import Database, Queries, close_pool, create_pool
 from .embedded_pg import default_cluster
 from .metrics import METRICS
 from .metrics import setup as setup_metrics
@@ -45,8 +45,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     )
     app[DB] = Database(pool, Queries.load())
     yield
-    pool.close()
-    await pool.wait_closed()
+    await close_pool(pool)
 
 
 async def _http_client(app: web.Application) -> AsyncIterator[None]:

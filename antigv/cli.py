@@ -25,7 +25,7 @@ from aiohttp import web
 from . import users
 from .app import create_app
 from .config import Config, ConfigError, config_path, load_config
-from .db import Database, Queries, QueryError, create_pool, migrate, sql_dir
+from .db import Database, Queries, QueryError, close_pool, create_pool, migrate, sql_dir
 from .embedded_pg import EmbeddedError, default_cluster, find_bindir
 from .errors import ApiError
 from .logs import configure_logging
@@ -131,8 +131,7 @@ async def _with_db(config: Config, action: Callable[[Database], Awaitable[Any]])
     try:
         return await action(Database(pool, Queries.load()))
     finally:
-        pool.close()
-        await pool.wait_closed()
+        await close_pool(pool)
 
 
 def _print_json(data: Any) -> None:

@@ -7,6 +7,7 @@ query takes ``%(param)s`` parameters.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import sys
@@ -206,6 +207,21 @@ async def create_pool(dsn: str, *, minsize: int, maxsize: int, acquire_timeout: 
         options="-c timezone=UTC",
         connect_timeout=max(1, int(acquire_timeout)),
     )
+
+
+async def close_pool(pool: aiopg.Pool, grace: float = 5.0) -> None:
+    """Close the pool, waiting ``grace`` seconds for connections still in use.
+
+    By now the server has finished or cancelled its handlers, so a connection
+    still out is a leak; waiting for it would hang the shutdown for good.
+    """
+    pool.close()
+    try:
+        await asyncio.wait_for(pool.wait_closed(), grace)
+    except TimeoutError:
+        log.warning("db_pool_close_forced", in_use=pool.size - pool.freesize)
+        pool.terminate()
+        await pool.wait_closed()
 
 
 # --- migrations ---------------------------------------------------------------

@@ -27,6 +27,8 @@ from antigv.config import Config, build_config
 from antigv.db import migrate
 from antigv.embedded_pg import Cluster
 
+pytest_plugins = ["tests.hang_guard"]
+
 # The machines are shared and noisy: a property test judged by wall time would flake.
 settings.register_profile("antigv", deadline=None)
 settings.load_profile("antigv")

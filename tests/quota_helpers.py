@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from antigv.db import Database, Queries, create_pool
+from antigv.db import Database, Queries, close_pool, create_pool
 from antigv.keys import key_digest
 
 
@@ -18,8 +18,7 @@ async def open_db(dsn: str, size: int = 10) -> AsyncIterator[Database]:
     try:
         yield Database(pool, Queries.load())
     finally:
-        pool.close()
-        await pool.wait_closed()
+        await close_pool(pool)
 
 
 async def sql(db: Database, statement: str, **params: Any) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ import psycopg2
 import pytest
 
 from antigv.app import create_app
-from antigv.db import migrate
+from antigv.db import close_pool, create_pool, migrate
 from antigv.embedded_pg import Cluster
 from tests.conftest import ADMIN_KEY, bearer, create_user, make_config
 from tests.upstream_double import UpstreamDouble, parse_sse
@@ -241,6 +241,15 @@ async def test_database_outage_fails_fast_and_recovers(aiohttp_client, own_clust
     response = await client.post("/v1/chat/completions", json=body, headers=headers)
     assert response.status == 200
     await double.stop()
+
+
+async def test_closing_the_pool_does_not_wait_forever_for_a_leaked_connection(db_dsn):
+    pool = await create_pool(db_dsn, minsize=1, maxsize=2)
+    leaked = await pool.acquire()  # never released, as a buggy or stuck caller would
+
+    await asyncio.wait_for(close_pool(pool, grace=0.2), 5)
+
+    assert pool.closed and leaked.closed
 
 
 # --- deployment units ----------------------------------------------------------
