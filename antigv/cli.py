@@ -227,27 +227,46 @@ def _supervise(spawn: Callable[[], subprocess.Popen], count: int) -> int:
     """Start ``count`` workers and wait for them, passing SIGTERM/SIGINT on; 0 when all
     stopped cleanly.
 
-    The handlers go in before the first worker starts, so no signal is lost. A
-    worker still starting up has no handler yet and dies by the signal it was sent:
-    that is a clean stop too (status -signum), not a failure.
+    The handlers go in before the first worker starts, so no signal is lost, and a
+    signal that arrives while ``spawn()`` runs is passed to that worker once it
+    exists. A worker still starting up has no handler yet and dies by the signal
+    it was sent: that is a clean stop too (status -signum), not a failure.
     """
-    forwarded: set[int] = set()
+    received: set[int] = set()
     children: list[subprocess.Popen] = []
+    sent: dict[int, set[int]] = {}  # pid -> the signals that worker was sent
 
-    def forward(signum: int, _frame: Any) -> None:
-        forwarded.add(signum)
+    def pass_on() -> None:
         for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
+            told = sent.setdefault(child.pid, set())
+            for signum in sorted(received - told):
+                told.add(signum)
+                if child.poll() is None:
+                    child.send_signal(signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for _ in range(count):
-        if forwarded:
-            break
-        children.append(spawn())
-    codes = [child.wait() for child in children]
-    return 0 if all(code == 0 or -code in forwarded for code in codes) else 1
+    def on_signal(signum: int, _frame: Any) -> None:
+        received.add(signum)
+        pass_on()
+
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    previous = {signum: signal.signal(signum, on_signal) for signum in stop_signals}
+    try:
+        for _ in range(count):
+            if received:
+                break
+            child = spawn()
+            # Blocked, so the handler cannot interleave and send this worker a signal twice.
+            signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+            try:
+                children.append(child)
+                pass_on()
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
+        codes = [child.wait() for child in children]
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 0 if all(code == 0 or -code in received for code in codes) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import signal
 import stat
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -321,3 +326,28 @@ def test_unreachable_database_exits_1_with_one_line(tmp_path, capsys, db_dsn):
     assert out == ""
     assert len(err.strip().splitlines()) == 1, err
     assert err.startswith("antigv: ")
+
+
+# --- serve --workers: the supervisor --------------------------------------------
+
+
+def test_a_stop_signal_that_comes_while_a_worker_is_spawned_reaches_that_worker():
+    workers: list[subprocess.Popen] = []
+
+    def spawn() -> subprocess.Popen:
+        worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        workers.append(worker)
+        if len(workers) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled before spawn() returns the worker
+        return worker
+
+    before = signal.getsignal(signal.SIGTERM)
+    # Should the signal be lost, end the test in seconds rather than minutes.
+    watchdog = threading.Timer(20, lambda: [w.kill() for w in workers])
+    watchdog.start()
+    try:
+        assert antigv.cli._supervise(spawn, 3) == 0
+    finally:
+        watchdog.cancel()
+    assert [w.returncode for w in workers] == [-signal.SIGTERM, -signal.SIGTERM]
+    assert signal.getsignal(signal.SIGTERM) == before

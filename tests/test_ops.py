@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -11,6 +12,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -117,9 +120,14 @@ def _write_config(path: Path, dsn: str, upstream: str, port: int, **extra: str) 
     path.write_text("\n".join(lines) + "\n")
 
 
-async def _serve(config: Path, *args: str) -> asyncio.subprocess.Process:
-    """``antigv serve`` in a process of its own, as an operator runs it."""
-    return await asyncio.create_subprocess_exec(
+@asynccontextmanager
+async def _serving(config: Path, *args: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``antigv serve`` in a process group of its own, as an operator runs it.
+
+    On the way out the whole group is killed: workers of a supervisor that failed
+    a test must not outlive it.
+    """
+    process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "antigv",
@@ -130,7 +138,14 @@ async def _serve(config: Path, *args: str) -> asyncio.subprocess.Process:
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
 
 
 async def _wait_ready(base: str, within: float = 20.0) -> None:
@@ -153,42 +168,41 @@ async def test_sigterm_lets_a_running_stream_finish_and_records_it(tmp_path, db_
     port = _free_port()
     config = tmp_path / "config.toml"
     _write_config(config, db_dsn, upstream, port)
-    process = await _serve(config)
     base = f"http://127.0.0.1:{port}"
     try:
-        await _wait_ready(base)
-        async with aiohttp.ClientSession() as session:
-            async with session.post(base + "/api/users", json={"name": "s"}, headers=bearer(ADMIN_KEY)) as r:
-                user = (await r.json())["data"]
-            insert_account(db_dsn, user["user_id"], double.add_account("s@example.com"))
-            double.set_transport(frame_delay=0.02)  # [[long]]: 200 frames, about 4 s
-            body = {
-                "model": "gemini-2.5-flash",
-                "stream": True,
-                "messages": [{"role": "user", "content": "[[long]]"}],
-            }
-            async with session.post(
-                base + "/v1/chat/completions", json=body, headers=bearer(user["api_key"])
-            ) as r:
-                assert r.status == 200
-                first = await r.content.readline()
-                assert first.startswith(b"data: ")
-                process.send_signal(signal.SIGTERM)
-                await asyncio.sleep(0.3)
-                # New connections are refused while the stream goes on.
-                with pytest.raises(aiohttp.ClientError):
-                    async with session.get(base + "/readyz", headers={"Connection": "close"}) as probe:
-                        assert probe.status == 503
-                rest = (first + await r.read()).decode()
-        assert rest.rstrip().endswith("data: [DONE]")
-        chunks = [e for e in parse_sse(rest.replace("data: [DONE]", "")) if e.get("choices")]
-        assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
-        assert await asyncio.wait_for(process.wait(), 20) == 0
-        assert query_one(db_dsn, "SELECT count(*), min(status) FROM usage_log") == (1, "ok")
+        async with _serving(config) as process:
+            await _wait_ready(base)
+            async with aiohttp.ClientSession() as session:
+                async with session.post(
+                    base + "/api/users", json={"name": "s"}, headers=bearer(ADMIN_KEY)
+                ) as r:
+                    user = (await r.json())["data"]
+                insert_account(db_dsn, user["user_id"], double.add_account("s@example.com"))
+                double.set_transport(frame_delay=0.02)  # [[long]]: 200 frames, about 4 s
+                body = {
+                    "model": "gemini-2.5-flash",
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "[[long]]"}],
+                }
+                async with session.post(
+                    base + "/v1/chat/completions", json=body, headers=bearer(user["api_key"])
+                ) as r:
+                    assert r.status == 200
+                    first = await r.content.readline()
+                    assert first.startswith(b"data: ")
+                    process.send_signal(signal.SIGTERM)
+                    await asyncio.sleep(0.3)
+                    # New connections are refused while the stream goes on.
+                    with pytest.raises(aiohttp.ClientError):
+                        async with session.get(base + "/readyz", headers={"Connection": "close"}) as probe:
+                            assert probe.status == 503
+                    rest = (first + await r.read()).decode()
+            assert rest.rstrip().endswith("data: [DONE]")
+            chunks = [e for e in parse_sse(rest.replace("data: [DONE]", "")) if e.get("choices")]
+            assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+            assert await asyncio.wait_for(process.wait(), 20) == 0
+            assert query_one(db_dsn, "SELECT count(*), min(status) FROM usage_log") == (1, "ok")
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
         await double.stop()
 
 
@@ -297,9 +311,8 @@ async def test_serve_workers_share_one_port_and_their_metrics(tmp_path, db_dsn):
     port = _free_port()
     config = tmp_path / "config.toml"
     _write_config(config, db_dsn, "http://127.0.0.1:9", port)
-    process = await _serve(config, "--workers", "2")
     base = f"http://127.0.0.1:{port}"
-    try:
+    async with _serving(config, "--workers", "2") as process:
         await _wait_ready(base)
         children_file = Path(f"/proc/{process.pid}/task/{process.pid}/children")
         children = (await asyncio.to_thread(children_file.read_text)).split()
@@ -320,21 +333,17 @@ async def test_serve_workers_share_one_port_and_their_metrics(tmp_path, db_dsn):
         assert float(line.rsplit(" ", 1)[1]) >= 20
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 20) == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
 
 async def test_sigterm_while_workers_start_up_is_a_clean_stop(tmp_path, db_dsn):
     config = tmp_path / "config.toml"
     _write_config(config, db_dsn, "http://127.0.0.1:9", _free_port())
-    process = await _serve(config, "--workers", "2")
-    children_file = Path(f"/proc/{process.pid}/task/{process.pid}/children")
-    deadline = time.monotonic() + 20
-    # As soon as both workers exist, long before they serve: they die by the signal itself.
-    while len((await asyncio.to_thread(children_file.read_text)).split()) < 2:
-        assert time.monotonic() < deadline, "workers were not started"
-        await asyncio.sleep(0.01)
-    process.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(process.wait(), 20) == 0
+    async with _serving(config, "--workers", "2") as process:
+        children_file = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+        deadline = time.monotonic() + 20
+        # As soon as both workers exist, long before they serve: they die by the signal itself.
+        while len((await asyncio.to_thread(children_file.read_text)).split()) < 2:
+            assert time.monotonic() < deadline, "workers were not started"
+            await asyncio.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 20) == 0
