@@ -42,7 +42,10 @@ def dsn_for(base_dsn: str, database: str) -> str:
 
 
 def _admin_execute(base_dsn: str, statement: sql.Composable) -> None:
-    conn = psycopg2.connect(dsn_for(base_dsn, "postgres"))
+    # Bounded: a blocking libpq call would not even let the hang guard fire.
+    conn = psycopg2.connect(
+        dsn_for(base_dsn, "postgres"), connect_timeout=10, options="-c statement_timeout=60s"
+    )
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
