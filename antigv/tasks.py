@@ -9,7 +9,6 @@ that fails is logged and runs again next round; it never stops the loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,6 +23,21 @@ from .state import CONFIG, DB
 log = structlog.get_logger(__name__)
 
 TaskFunction = Callable[[web.Application], Awaitable[object]]
+
+
+async def cancel_and_wait(task: asyncio.Task, *, every: float = 0.1) -> None:
+    """Cancel ``task`` and return once it has ended, whatever it was doing.
+
+    One ``cancel()`` is not enough on Python 3.11: ``asyncio.wait_for``, which
+    aiopg awaits on every query, swallows a cancellation that lands in the same
+    loop turn as its result, and a loop task then runs on (and ``await task``
+    waits for good). So the cancellation is repeated until the task is done.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=every)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("task_failed_before_stop", task=task.get_name(), error=repr(task.exception()))
 
 
 def lock_id(name: str) -> int:
@@ -102,6 +116,4 @@ async def task_loop(app: web.Application) -> AsyncIterator[None]:
         runner = asyncio.create_task(app[TASKS].run_forever(), name="antigv-tasks")
     yield
     if runner is not None:
-        runner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await runner
+        await cancel_and_wait(runner)

@@ -8,7 +8,6 @@ on shutdown. A failed write keeps the rows for the next round.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -71,6 +70,8 @@ class UsageRecorder:
         self._pending: list[UsageRecord] = []
         self._wakeup = asyncio.Event()
         self._flush_lock = asyncio.Lock()
+        self._task: asyncio.Task | None = None
+        self._closing = False
         # Called with each written batch (quota reads after requests hook in here).
         self.listeners: list[Callable[[list[UsageRecord]], None]] = []
 
@@ -103,29 +104,48 @@ class UsageRecorder:
                 del self._pending[: len(batch)]
                 written += len(batch)
                 for listener in self.listeners:
-                    listener(batch)
+                    try:
+                        listener(batch)
+                    except Exception:
+                        log.exception("usage_listener_failed")
         return written
 
-    async def run(self) -> None:
-        while True:
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="usage-writer")
+
+    async def close(self) -> None:
+        """Let the round in progress finish, then write whatever is left.
+
+        No cancellation: a batch cut off mid-INSERT may have been committed
+        and would be written a second time by the final flush.
+        """
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+        await self.flush()
+
+    async def _run(self) -> None:
+        while not self._closing:
             try:
                 await asyncio.wait_for(self._wakeup.wait(), self._interval)
             except TimeoutError:
                 pass
             self._wakeup.clear()
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception:
+                # A bug in one round must not stop usage from being written for good.
+                log.exception("usage_writer_failed")
 
 
 USAGE = web.AppKey("usage", UsageRecorder)
 
 
 async def usage_writer(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: the writer task; on shutdown it stops and the queue is flushed."""
+    """cleanup_ctx: the writer task; on shutdown the queue is flushed."""
     recorder = UsageRecorder(app[DB])
     app[USAGE] = recorder
-    task = asyncio.create_task(recorder.run(), name="usage-writer")
+    recorder.start()
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await recorder.flush()
+    await recorder.close()

@@ -29,6 +29,7 @@ from ..crypto import TokenCipherError
 from ..db import Database
 from ..errors import ApiError
 from ..state import CONFIG, DB
+from ..tasks import cancel_and_wait
 from ..upstream.client import UPSTREAM, UpstreamClient
 from ..upstream.failures import UpstreamFailure
 from ..usage import USAGE, UsageRecord
@@ -178,12 +179,8 @@ class QuotaService:
 
     async def close(self) -> None:
         self._closed = True
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        for task in list(self._tasks):
+            await cancel_and_wait(task)
 
     @property
     def pending_reads(self) -> int:

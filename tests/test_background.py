@@ -1,0 +1,71 @@
+"""Stopping background work: the usage writer and cancelled loops end, and nothing is written twice."""
+
+from __future__ import annotations
+
+import asyncio
+
+from antigv.tasks import cancel_and_wait
+from antigv.usage import UsageRecord, UsageRecorder
+from tests.quota_helpers import open_db, value
+
+
+async def test_cancel_and_wait_ends_a_loop_whose_first_cancellation_was_swallowed():
+    results: list[asyncio.Future[int]] = []
+
+    async def loop_awaiting_results() -> None:
+        while True:  # as a writer loop awaiting one aiopg query after another
+            results.append(asyncio.get_running_loop().create_future())
+            await asyncio.wait_for(results[-1], 5)
+
+    task = asyncio.create_task(loop_awaiting_results())
+    await asyncio.sleep(0)
+    # The result and the cancellation in one loop turn: Python 3.11's wait_for
+    # returns the result and drops the cancellation.
+    results[-1].set_result(1)
+    await asyncio.wait_for(cancel_and_wait(task), 2)
+    assert task.cancelled()
+
+
+def record(n: int) -> UsageRecord:
+    return UsageRecord(
+        request_id=f"req-{n}",
+        user_id=None,
+        account_id=None,
+        model_name="gemini-2.5-flash",
+        quota_group="gemini-flash",
+        is_shared=0,
+        status="ok",
+        latency_ms=1,
+    )
+
+
+async def test_closing_the_writer_writes_every_row_once(db_dsn):
+    async with open_db(db_dsn) as db:
+        recorder = UsageRecorder(db, interval=0.01)
+        recorder.start()
+        for n in range(300):
+            recorder.record(record(n))
+            if n % 50 == 0:
+                await asyncio.sleep(0.005)  # rounds of the writer run in between
+        await recorder.close()
+        assert recorder.pending == 0
+        assert await value(db, "SELECT count(*) FROM usage_log") == 300
+        assert await value(db, "SELECT count(DISTINCT request_id) FROM usage_log") == 300
+
+
+async def test_a_failing_listener_does_not_stop_the_writer(db_dsn):
+    async with open_db(db_dsn) as db:
+        recorder = UsageRecorder(db, interval=0.01)
+        seen: list[int] = []
+
+        def broken(batch: list[UsageRecord]) -> None:
+            raise RuntimeError("a bug in a listener")
+
+        recorder.listeners += [broken, lambda batch: seen.extend(range(len(batch)))]
+        recorder.start()
+        recorder.record(record(1))
+        await asyncio.sleep(0.2)
+        recorder.record(record(2))
+        await recorder.close()
+        assert await value(db, "SELECT count(*) FROM usage_log") == 2
+        assert len(seen) == 2  # the listener after the broken one still heard of both rows
