@@ -21,10 +21,12 @@ import orjson
 import structlog
 from aiohttp import web
 
+from .accounts.oauth import discover_project
 from .accounts.selection import AccountRouter, no_account_error, rank_candidates
 from .accounts.tokens import AccountRevoked, RefreshFailed, TokenManager
 from .config import Config
 from .db import Database
+from .errors import ApiError
 from .metrics import Metrics
 from .quotas.pools import group_models
 from .translate import models
@@ -49,6 +51,8 @@ PERMISSION_COOLDOWN = timedelta(minutes=10)
 UNAUTHENTICATED_COOLDOWN = timedelta(minutes=5)
 DEFAULT_QUOTA_COOLDOWN = timedelta(hours=1)
 CAPACITY_BACKOFF = (1.0, 2.0, 4.0, 8.0)
+# An account's project is asked for again at most this often (seconds, per instance).
+PROJECT_RECHECK = 600.0
 _SIGNATURE_CACHE_SIZE = 10_000
 
 
@@ -110,6 +114,7 @@ class ChatService:
         self.metrics = metrics
         # tool call id -> (model family, signature); the database holds the same for other instances.
         self._signatures: OrderedDict[str, tuple[str, ToolCallSignature]] = OrderedDict()
+        self._project_checked: dict[int, float] = {}  # account id -> monotonic time
 
     # --- opening a reply -----------------------------------------------------
 
@@ -152,7 +157,7 @@ class ChatService:
                 self.router.release(account_id)
                 last_failure = failure
                 self.metrics.upstream_errors.labels(failure.kind.value).inc()
-                step = await self._after_failure(account_id, failure, upstream_model, state)
+                step = await self._after_failure(account, failure, upstream_model, state)
             except (AccountRevoked, RefreshFailed) as exc:
                 self.router.release(account_id)
                 last_failure = UpstreamFailure(FailureKind.UNAUTHENTICATED, 502, str(exc))
@@ -232,9 +237,10 @@ class ChatService:
         )
 
     async def _after_failure(
-        self, account_id: int, failure: UpstreamFailure, model: str, state: _Attempts
+        self, account: dict[str, Any], failure: UpstreamFailure, model: str, state: _Attempts
     ) -> _Next:
         """Record what the failure says about the account, and say what to try next."""
+        account_id = account["account_id"]
         kind = failure.kind
         now = datetime.now(UTC)
         remaining = state.deadline - asyncio.get_running_loop().time()
@@ -263,6 +269,9 @@ class ChatService:
                 return _Next.GIVE_UP
             await asyncio.sleep(wait)
             return _Next.SAME_ACCOUNT
+        project_refused = kind in (FailureKind.PROJECT_INVALID, FailureKind.PERMISSION_DENIED)
+        if project_refused and await self._rediscover_project(account, remaining):
+            return _Next.SAME_ACCOUNT
         if kind in (FailureKind.ACCOUNT_BLOCKED, FailureKind.PROJECT_INVALID):
             await self._disable(account_id, f"{kind.value}: {failure.message}"[:500])
             return _Next.OTHER_ACCOUNT
@@ -276,6 +285,34 @@ class ChatService:
             return _Next.OTHER_ACCOUNT
         # A bad request, an unknown model or a timeout the client already sat through.
         return _Next.GIVE_UP
+
+    async def _rediscover_project(self, account: dict[str, Any], remaining: float) -> bool:
+        """Ask loadCodeAssist for the account's project again; True when it changed (now stored).
+
+        A project refused as invalid or not permitted often means Google moved the
+        account to another one (PROTOCOL §8.3): the old one would be refused for good.
+        """
+        account_id = account["account_id"]
+        now = time.monotonic()
+        last = self._project_checked.get(account_id)
+        if remaining <= 0 or (last is not None and now - last < PROJECT_RECHECK):
+            return False
+        self._project_checked[account_id] = now
+        try:
+            async with asyncio.timeout(remaining):
+                token = await self._tokens.access_token(account)
+                found = await discover_project(self._upstream, token, polls=1, delay=0)
+        except (ApiError, AccountRevoked, RefreshFailed, TimeoutError) as exc:
+            log.info("project_rediscovery_failed", account_id=account_id, error=type(exc).__name__)
+            return False
+        if found.project_id == account["project_id"]:
+            return False
+        await self._db.execute("set_project", account_id=account_id, project_id=found.project_id)
+        log.warning("account_project_changed", account_id=account_id)
+        # This request's next attempt reads the row it holds; other requests reload.
+        account["project_id"] = found.project_id
+        self.router.invalidate()
+        return True
 
     async def _cooldown(self, account_id: int, models_: list[str], until: datetime, reason: str) -> None:
         await self._db.execute(

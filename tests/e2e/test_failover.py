@@ -300,12 +300,15 @@ async def test_account_problems_disable_the_account(e2e: E2E, kind: str, reason_
     assert row["status"] == 0
     assert reason_part in row["disabled_reason"]
     assert (await e2e.account_row(shared))["status"] == 1
+    # A project refused as invalid is asked for again first; here it has not changed.
+    expected_checks = 1 if kind == "project_invalid" else 0
+    assert len(e2e.double.requests_for("loadCodeAssist")) == expected_checks
 
 
 async def test_plain_permission_denied_parks_but_does_not_disable(e2e: E2E) -> None:
     dedicated = await e2e.add_account()
     shared = await e2e.add_account(shared=True)
-    e2e.double.fail("permission_denied", times=1, account=dedicated.upstream)
+    e2e.double.fail("permission_denied", times=2, account=dedicated.upstream)
 
     assert await ask(e2e) == "Hello world!"
 
@@ -313,6 +316,42 @@ async def test_plain_permission_denied_parks_but_does_not_disable(e2e: E2E) -> N
     assert (await e2e.account_row(dedicated))["status"] == 1
     (cooldown,) = await e2e.cooldowns(dedicated)
     assert cooldown["reason"] == "permission_denied"
+    # The project was asked for again (unchanged), and not again on the next refusal.
+    await e2e.sql("DELETE FROM cooldowns")
+    assert await ask(e2e) == "Hello world!"
+    assert len(e2e.double.requests_for("loadCodeAssist")) == 1
+
+
+@pytest.mark.parametrize("kind", ["moved", "project_invalid"])
+async def test_a_project_google_moved_is_found_again_and_the_request_served(e2e: E2E, kind: str) -> None:
+    acc = await e2e.add_account()
+    old_project = acc.upstream.project
+    acc.upstream.project = "moved-project-12345"
+    if kind == "project_invalid":
+        e2e.double.fail("project_invalid", times=1, account=acc.upstream)
+    # "moved": the double refuses the old project with 403 PERMISSION_DENIED, as upstream does.
+
+    assert await ask(e2e) == "Hello world!"
+
+    assert [(r.account, r.project) for r in e2e.double.chat_requests] == [
+        (acc.email, old_project),
+        (acc.email, "moved-project-12345"),
+    ]
+    row = await e2e.account_row(acc)
+    assert row["status"] == 1 and row["project_id"] == "moved-project-12345"
+    assert await e2e.cooldowns(acc) == []
+
+
+async def test_a_failed_project_check_falls_back_to_disabling(e2e: E2E) -> None:
+    dedicated = await e2e.add_account()
+    shared = await e2e.add_account(shared=True)
+    e2e.double.fail("project_invalid", times=1, account=dedicated.upstream)
+    e2e.double.fail("internal", rpc="loadCodeAssist", times=1)
+
+    assert await ask(e2e) == "Hello world!"
+
+    assert e2e.account_of(-1) == shared.email
+    assert (await e2e.account_row(dedicated))["status"] == 0
 
 
 @BOTH
