@@ -25,7 +25,7 @@ from .routes import accounts, chat, health, models, oauth, quotas, users
 from .state import CONFIG, DB, HTTP, LIFECYCLE, Lifecycle
 from .tasks import TASKS, Task, TaskLoop, task_loop
 from .upstream.client import UPSTREAM, UpstreamClient
-from .usage import USAGE, usage_writer
+from .usage import USAGE, purge_old_usage, usage_writer
 
 log = structlog.get_logger(__name__)
 
@@ -109,6 +109,7 @@ def create_app(config: Config) -> web.Application:
     app[TASKS].add(Task("recover_pools", recover_pools_task))
     app[TASKS].add(Task("read_stale_quotas", read_stale_quotas))
     app[TASKS].add(Task("cleanup_oauth_states", oauth.cleanup_states, every=60))
+    app[TASKS].add(Task("purge_old_usage", purge_old_usage, every=3600))
     app.cleanup_ctx.extend([_database, _http_client, usage_writer, _services, quota_service, task_loop])
     app.on_shutdown.append(_on_shutdown)
     setup_metrics(app)

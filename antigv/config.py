@@ -217,6 +217,8 @@ class TasksConfig:
     interval: float = field(default=15.0, metadata=_check(_positive, "must be > 0"))
     # Refresh access tokens this many seconds before they expire.
     refresh_ahead: float = field(default=600.0, metadata=_check(_non_negative, "must be >= 0"))
+    # Usage rows older than this many days are deleted; 0 keeps them all.
+    usage_retention_days: float = field(default=0.0, metadata=_check(_non_negative, "must be >= 0"))
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,15 @@ from aiohttp import web
 
 from .db import Database
 from .errors import ServiceUnavailable
-from .state import DB
+from .state import CONFIG, DB
 
 log = structlog.get_logger(__name__)
 
 FLUSH_INTERVAL = 0.25
 BATCH_SIZE = 500
+# Retention deletes this many rows per statement, and at most this many statements a run.
+PURGE_BATCH = 10_000
+PURGE_MAX_BATCHES = 100
 # Beyond this many unwritten rows (a long database outage) the oldest are dropped.
 MAX_BACKLOG = 100_000
 
@@ -149,3 +152,19 @@ async def usage_writer(app: web.Application) -> AsyncIterator[None]:
     recorder.start()
     yield
     await recorder.close()
+
+
+async def purge_old_usage(app: web.Application) -> int:
+    """Background task: delete usage rows past ``tasks.usage_retention_days``; returns how many."""
+    days = app[CONFIG].tasks.usage_retention_days
+    if days <= 0:
+        return 0
+    deleted = 0
+    for _ in range(PURGE_MAX_BATCHES):
+        count = await app[DB].execute("delete_old_usage", max_age=days * 86400, batch=PURGE_BATCH)
+        deleted += count
+        if count < PURGE_BATCH:
+            break
+    if deleted:
+        log.info("usage_rows_purged", rows=deleted, older_than_days=days)
+    return deleted

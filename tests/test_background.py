@@ -1,12 +1,19 @@
-"""Stopping background work: the usage writer and cancelled loops end, and nothing is written twice."""
+"""Background work: stopping it (nothing hangs, nothing is written twice) and usage retention."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
-from antigv.tasks import cancel_and_wait
+import pytest
+
+import antigv.usage
+from antigv.app import create_app
+from antigv.state import DB
+from antigv.tasks import TASKS, cancel_and_wait
 from antigv.usage import UsageRecord, UsageRecorder
-from tests.quota_helpers import open_db, value
+from tests.conftest import make_config
+from tests.quota_helpers import insert_account, insert_usage, insert_user, open_db, sql, value
 
 
 async def test_cancel_and_wait_ends_a_loop_whose_first_cancellation_was_swallowed():
@@ -69,3 +76,28 @@ async def test_a_failing_listener_does_not_stop_the_writer(db_dsn):
         await recorder.close()
         assert await value(db, "SELECT count(*) FROM usage_log") == 2
         assert len(seen) == 2  # the listener after the broken one still heard of both rows
+
+
+# --- usage retention ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("retention_days", [30, 0])
+async def test_usage_rows_past_the_retention_are_purged(aiohttp_client, db_dsn, monkeypatch, retention_days):
+    monkeypatch.setattr(antigv.usage, "PURGE_BATCH", 2)  # several statements for five rows
+    app = create_app(make_config(db_dsn, tasks={"enabled": False, "usage_retention_days": retention_days}))
+    await aiohttp_client(app)
+    db = app[DB]
+    user_id = await insert_user(db)
+    account_id = await insert_account(db, user_id)
+    now = datetime.now(UTC)
+    for age in (40, 35, 31, 31, 30.5):
+        await insert_usage(db, user_id, account_id, consumed_at=now - timedelta(days=age))
+    recent = {
+        await insert_usage(db, user_id, account_id, consumed_at=now - timedelta(days=age)) for age in (29, 1)
+    }
+
+    assert await app[TASKS].run_once("purge_old_usage")
+
+    kept = {row["log_id"] for row in await sql(db, "SELECT log_id FROM usage_log")}
+    assert len(kept) == (2 if retention_days else 7)
+    assert recent <= kept

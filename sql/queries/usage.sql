@@ -29,3 +29,12 @@ SET last_used_at = greatest(a.last_used_at, used.last_at),
 FROM (SELECT account_id, max(consumed_at) AS last_at, count(*) AS n
       FROM inserted WHERE account_id IS NOT NULL GROUP BY account_id) used
 WHERE a.account_id = used.account_id
+
+-- name: delete_old_usage
+-- One batch of rows past the retention; the task repeats it, so no delete holds locks long.
+DELETE FROM usage_log
+WHERE log_id IN (
+    SELECT log_id FROM usage_log
+    WHERE consumed_at < now() - make_interval(secs => %(max_age)s)
+    LIMIT %(batch)s
+)
