@@ -106,7 +106,7 @@ install-service: ## as root: venv in /opt/antigv, config in /etc/antigv, systemd
 	@test "$$(id -u)" = 0 || { echo "install-service needs root"; exit 1; }
 	$(PYTHON) -m venv $(SERVICE_PREFIX)
 	$(SERVICE_PREFIX)/bin/pip install --quiet --upgrade pip
-	$(SERVICE_PREFIX)/bin/pip install --quiet '.[speed]'
+	$(SERVICE_PREFIX)/bin/pip install --quiet -c deploy/constraints.txt '.[speed]'
 	id -u antigv >/dev/null 2>&1 || useradd --system --home-dir /var/lib/antigv --shell /usr/sbin/nologin antigv
 	install -d -o root -g antigv -m 0750 /etc/antigv
 	test -f /etc/antigv/config.toml || { $(SERVICE_PREFIX)/bin/antigv init-config /etc/antigv/config.toml && \
