@@ -160,7 +160,8 @@ class Database(_Runner):
         self.pool = pool
 
     @asynccontextmanager
-    async def _cursor(self) -> AsyncIterator[Any]:
+    async def cursor(self) -> AsyncIterator[Any]:
+        """A raw cursor on one pooled connection (for session-level work such as advisory locks)."""
         try:
             async with self.pool.acquire() as conn, conn.cursor() as cur:
                 yield cur
@@ -168,24 +169,24 @@ class Database(_Runner):
             raise ServiceUnavailable("the database is unavailable, try again shortly") from exc
 
     async def one(self, query: str, /, **params: Any) -> dict[str, Any] | None:
-        async with self._cursor() as cur:
+        async with self.cursor() as cur:
             await self._cursor_execute(cur, query, params)
             row = await cur.fetchone()
             return None if row is None else self._rows(cur, [row])[0]
 
     async def all(self, query: str, /, **params: Any) -> list[dict[str, Any]]:
-        async with self._cursor() as cur:
+        async with self.cursor() as cur:
             await self._cursor_execute(cur, query, params)
             return self._rows(cur, await cur.fetchall())
 
     async def execute(self, query: str, /, **params: Any) -> int:
-        async with self._cursor() as cur:
+        async with self.cursor() as cur:
             await self._cursor_execute(cur, query, params)
             return cur.rowcount
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        async with self._cursor() as cur, cur.begin():
+        async with self.cursor() as cur, cur.begin():
             yield Transaction(self.queries, cur)
 
     async def ping(self) -> bool:

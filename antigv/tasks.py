@@ -18,6 +18,7 @@ import structlog
 from aiohttp import web
 
 from .db import Database
+from .errors import ServiceUnavailable
 from .state import CONFIG, DB
 
 log = structlog.get_logger(__name__)
@@ -58,7 +59,7 @@ class Task:
 
 async def run_locked(db: Database, name: str, action: Callable[[], Awaitable[object]]) -> bool:
     """Run ``action`` under the task's advisory lock; False if another instance holds it."""
-    async with db.pool.acquire() as conn, conn.cursor() as cur:
+    async with db.cursor() as cur:
         await cur.execute(db.queries["try_task_lock"], {"lock_id": lock_id(name)})
         if not (await cur.fetchone())[0]:
             return False
@@ -96,6 +97,9 @@ class TaskLoop:
                 await self.run_once(task.name)
             except asyncio.CancelledError:
                 raise
+            except ServiceUnavailable:
+                # An outage is reported by readiness and by every request; one line per task will do.
+                log.warning("task_deferred", task=task.name, reason="database unavailable")
             except Exception:
                 log.exception("task_failed", task=task.name)
 

@@ -20,10 +20,12 @@ from typing import Any
 import aiohttp
 import psycopg2
 import pytest
+import structlog.testing
 
 from antigv.app import create_app
 from antigv.db import close_pool, create_pool, migrate
 from antigv.embedded_pg import Cluster
+from antigv.tasks import TASKS
 from tests.conftest import ADMIN_KEY, bearer, create_user, make_config
 from tests.upstream_double import UpstreamDouble, parse_sse
 
@@ -255,6 +257,22 @@ async def test_database_outage_fails_fast_and_recovers(aiohttp_client, own_clust
     response = await client.post("/v1/chat/completions", json=body, headers=headers)
     assert response.status == 200
     await double.stop()
+
+
+async def test_background_tasks_wait_out_a_database_outage_with_one_line_each(aiohttp_client, own_cluster):
+    app = create_app(make_config(own_cluster.dsn()))
+    await aiohttp_client(app)
+    await asyncio.to_thread(own_cluster.stop)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            await app[TASKS]._tick()
+    finally:
+        await asyncio.to_thread(own_cluster.start, fast_unsafe=True)
+
+    deferred = [entry for entry in logs if entry["event"] == "task_deferred"]
+    assert sorted(entry["task"] for entry in deferred) == sorted(app[TASKS].tasks)
+    assert all(entry["log_level"] == "warning" and "exc_info" not in entry for entry in deferred)
+    assert [entry for entry in logs if entry["event"] == "task_failed"] == []
 
 
 async def test_closing_the_pool_does_not_wait_forever_for_a_leaked_connection(db_dsn):
