@@ -42,6 +42,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -898,24 +899,28 @@ def signed(v: float, digits: int = 2) -> str:
     return "–" if v != v else f"{v:+.{digits}f}"
 
 
+def measured(rows: dict, levels: list[int]) -> Iterator[tuple[str, int, Any]]:
+    """(target, concurrency, row) for every measured phase, in table order."""
+    for level in levels:
+        for name in TARGETS:
+            if (row := rows.get((name, level))) is not None:
+                yield name, level, row
+
+
 def latency_table(rows: dict, levels: list[int]) -> list[str]:
     out = [
         "| target | conc | req/s | p50 | p95 | p99 | TTFB p50 | TTFB p99 | added p50 | added p99 "
         "| added TTFB p50 | added TTFB p99 |",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
-    for level in levels:
-        for name in TARGETS:
-            r = rows.get((name, level))
-            if r is None:
-                continue
-            add = [""] * 4 if name == "direct" else [
-                signed(added(rows, name, level, 50)), signed(added(rows, name, level, 99)),
-                signed(added(rows, name, level, 50, "ttfbs")), signed(added(rows, name, level, 99, "ttfbs"))]  # fmt: skip
-            out.append(
-                f"| {name} | {level} | {fmt(r.rps)} | {fmt(r.p50, 2)} | {fmt(r.p95, 2)} | {fmt(r.p99, 2)} "
-                f"| {fmt(r.ttfb50, 2)} | {fmt(r.ttfb99, 2)} | " + " | ".join(add) + " |"
-            )
+    for name, level, r in measured(rows, levels):
+        add = [""] * 4 if name == "direct" else [
+            signed(added(rows, name, level, 50)), signed(added(rows, name, level, 99)),
+            signed(added(rows, name, level, 50, "ttfbs")), signed(added(rows, name, level, 99, "ttfbs"))]  # fmt: skip
+        out.append(
+            f"| {name} | {level} | {fmt(r.rps)} | {fmt(r.p50, 2)} | {fmt(r.p95, 2)} | {fmt(r.p99, 2)} "
+            f"| {fmt(r.ttfb50, 2)} | {fmt(r.ttfb99, 2)} | " + " | ".join(add) + " |"
+        )
     return out
 
 
@@ -925,17 +930,13 @@ def cost_table(rows: dict, levels: list[int]) -> list[str]:
         "| PG CPU ms/req | peak RSS MB | loadgen CPU % | gateway-reported overhead p50 / p99 ms |",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
-    for level in levels:
-        for name in TARGETS:
-            r = rows.get((name, level))
-            if r is None:
-                continue
-            ov = "" if r.overhead50 != r.overhead50 else f"{r.overhead50:.2f} / {r.overhead99:.2f}"
-            out.append(
-                f"| {name} | {level} | {r.n} | {r.errors} | {fmt(r.cpu_ms, 3)} | {fmt(r.server_cpu_pct, 0)} "
-                f"| {fmt(r.upstream_cpu_ms, 3)} | {fmt(r.pg_cpu_ms, 3)} | {fmt(r.rss_mb)} "
-                f"| {fmt(r.loadgen_cpu_pct, 0)} | {ov} |"
-            )
+    for name, level, r in measured(rows, levels):
+        ov = "" if r.overhead50 != r.overhead50 else f"{r.overhead50:.2f} / {r.overhead99:.2f}"
+        out.append(
+            f"| {name} | {level} | {r.n} | {r.errors} | {fmt(r.cpu_ms, 3)} | {fmt(r.server_cpu_pct, 0)} "
+            f"| {fmt(r.upstream_cpu_ms, 3)} | {fmt(r.pg_cpu_ms, 3)} | {fmt(r.rss_mb)} "
+            f"| {fmt(r.loadgen_cpu_pct, 0)} | {ov} |"
+        )
     return out
 
 
