@@ -76,6 +76,18 @@ def replayed_assistant(calls: list[dict[str, Any]], *, keep_extra: bool) -> dict
     return {"role": "assistant", "content": None, "tool_calls": tool_calls}
 
 
+def weather_follow_up(
+    messages: list[dict[str, Any]], calls: list[dict[str, Any]], *, keep_extra: bool = False
+) -> list[dict[str, Any]]:
+    """The history a client sends after answering the first weather call: the prompt,
+    the replayed assistant turn, and the tool's result."""
+    return [
+        *messages,
+        replayed_assistant(calls, keep_extra=keep_extra),
+        {"role": "tool", "tool_call_id": calls[0]["id"], "content": "22C sunny"},
+    ]
+
+
 def message_calls(message: Any) -> list[dict[str, Any]]:
     return [
         {
@@ -351,11 +363,7 @@ async def test_tool_name_sanitised_upstream_and_restored(e2e: E2E) -> None:
     upstream_name = e2e.double.last_chat_body()["request"]["tools"][0]["functionDeclarations"][0]["name"]
     assert upstream_name != "weather/get now"
 
-    follow_up = [
-        *messages,
-        replayed_assistant(calls, keep_extra=False),
-        {"role": "tool", "tool_call_id": calls[0]["id"], "content": "22C sunny"},
-    ]
+    follow_up = weather_follow_up(messages, calls)
     answer = await e2e.client().chat.completions.create(model=GEMINI, messages=follow_up, tools=[tool])
     assert answer.choices[0].message.content == "Hello world!"
     result = e2e.double.last_chat().contents[-1]["parts"][0]["functionResponse"]
@@ -373,11 +381,7 @@ async def test_gemini3_tool_follow_up_replays_signature(e2e: E2E, keep_extra: bo
     issued = calls[0]["extra"]["google"]["thought_signature"]
     assert issued in e2e.double.signatures
 
-    follow_up = [
-        *messages,
-        replayed_assistant(calls, keep_extra=keep_extra),
-        {"role": "tool", "tool_call_id": calls[0]["id"], "content": "22C sunny"},
-    ]
+    follow_up = weather_follow_up(messages, calls, keep_extra=keep_extra)
     answer = await oc.chat.completions.create(model=GEMINI, messages=follow_up, tools=[WEATHER_TOOL])
 
     assert answer.choices[0].message.content == "Hello world!"
@@ -392,14 +396,10 @@ async def test_gemini3_follow_up_with_unknown_call_gets_sentinel(e2e: E2E) -> No
     """History the gateway never produced (another gateway, a hand-written transcript)."""
     await e2e.add_account()
     oc = e2e.client()
-    follow_up = [
-        *user("weather in Paris?"),
-        replayed_assistant(
-            [{"id": "call_from_elsewhere", "name": "get_weather", "arguments": '{"city":"Paris"}'}],
-            keep_extra=False,
-        ),
-        {"role": "tool", "tool_call_id": "call_from_elsewhere", "content": "22C sunny"},
-    ]
+    follow_up = weather_follow_up(
+        user("weather in Paris?"),
+        [{"id": "call_from_elsewhere", "name": "get_weather", "arguments": '{"city":"Paris"}'}],
+    )
     answer = await oc.chat.completions.create(model=GEMINI, messages=follow_up, tools=[WEATHER_TOOL])
     assert answer.choices[0].message.content == "Hello world!"
     first_call = next(p for p in e2e.double.last_chat().contents[-2]["parts"] if "functionCall" in p)
@@ -424,11 +424,7 @@ async def test_claude_thinking_tool_follow_up_uses_server_signature(e2e: E2E, st
         assert reply.choices[0].message.model_extra["reasoning_content"] == "".join(CLAUDE_THOUGHTS)
 
     # Clients drop reasoning_content and extra_content when they replay history.
-    follow_up = [
-        *messages,
-        replayed_assistant(calls, keep_extra=False),
-        {"role": "tool", "tool_call_id": calls[0]["id"], "content": "22C sunny"},
-    ]
+    follow_up = weather_follow_up(messages, calls)
     answer = await oc.chat.completions.create(model=CLAUDE, messages=follow_up, tools=[WEATHER_TOOL])
 
     assert answer.choices[0].message.content == "Hello world!"
@@ -451,11 +447,7 @@ async def test_claude_follow_up_on_another_instance(e2e: E2E) -> None:
 
     first = await e2e.client().chat.completions.create(model=CLAUDE, messages=messages, tools=[WEATHER_TOOL])
     calls = message_calls(first.choices[0].message)
-    follow_up = [
-        *messages,
-        replayed_assistant(calls, keep_extra=False),
-        {"role": "tool", "tool_call_id": calls[0]["id"], "content": "22C sunny"},
-    ]
+    follow_up = weather_follow_up(messages, calls)
     answer = await e2e.client(gw=other).chat.completions.create(
         model=CLAUDE, messages=follow_up, tools=[WEATHER_TOOL]
     )
@@ -465,14 +457,10 @@ async def test_claude_follow_up_on_another_instance(e2e: E2E) -> None:
 
 async def test_claude_follow_up_without_known_signature_turns_thinking_off(e2e: E2E) -> None:
     await e2e.add_account()
-    follow_up = [
-        *user("weather in Paris?"),
-        replayed_assistant(
-            [{"id": "toolu_unknown_1", "name": "get_weather", "arguments": '{"city":"Paris"}'}],
-            keep_extra=False,
-        ),
-        {"role": "tool", "tool_call_id": "toolu_unknown_1", "content": "22C sunny"},
-    ]
+    follow_up = weather_follow_up(
+        user("weather in Paris?"),
+        [{"id": "toolu_unknown_1", "name": "get_weather", "arguments": '{"city":"Paris"}'}],
+    )
     answer = await e2e.client().chat.completions.create(
         model=CLAUDE, messages=follow_up, tools=[WEATHER_TOOL]
     )
