@@ -42,6 +42,8 @@ postgres: ## install PostgreSQL's server (as root, with apt) when it is missing
 	else echo "PostgreSQL server not found: install it with 'apt-get install postgresql'"; exit 1; fi
 
 run: install postgres $(CONFIG) ## install, config, embedded database, migrations, serve on :8045
+	@# An older config.toml without a token encryption key gets one (tokens are never kept in clear).
+	$(ANTIGV) init-config --add-token-key
 	$(ANTIGV) serve
 
 serve: install $(CONFIG) ## serve with the existing config (migrations first)
@@ -111,6 +113,10 @@ install-service: ## as root: venv in /opt/antigv, config in /etc/antigv, systemd
 	install -d -o root -g antigv -m 0750 /etc/antigv
 	test -f /etc/antigv/config.toml || { $(SERVICE_PREFIX)/bin/antigv init-config /etc/antigv/config.toml && \
 		chgrp antigv /etc/antigv/config.toml && chmod 0640 /etc/antigv/config.toml; }
+	@# Relative paths are taken from the config's directory: the embedded cluster stays in the
+	@# state directory (where it was before), not in /etc. Tokens are never kept in clear.
+	sed -i 's|^embedded_dir = "var/pg"$$|embedded_dir = "/var/lib/antigv/var/pg"|' /etc/antigv/config.toml
+	$(SERVICE_PREFIX)/bin/antigv init-config --add-token-key /etc/antigv/config.toml
 	install -m 0644 deploy/antigv.service deploy/antigv@.service /etc/systemd/system/
 	systemctl daemon-reload
 	@echo "installed: systemctl enable --now antigv   (or antigv@8045 antigv@8046 ...)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -11,8 +12,9 @@ from aiohttp import web
 from .accounts.selection import AccountRouter
 from .accounts.tokens import TOKENS, TokenManager, refresh_due_tokens
 from .auth import KEY_CACHE, KeyCache, auth_middleware
+from .catalogue import CATALOGUE, ModelCatalogue
 from .chat import CHAT, ChatService
-from .config import Config
+from .config import Config, ConfigError
 from .crypto import TokenCipher, parse_key
 from .db import Database, Queries, close_pool, create_pool
 from .embedded_pg import default_cluster
@@ -20,17 +22,22 @@ from .metrics import METRICS
 from .metrics import setup as setup_metrics
 from .middleware import request_middleware
 from .quotas.pools import recover_pools_task
-from .quotas.service import quota_service, read_stale_quotas
+from .quotas.reservations import ESTIMATE_EVERY, RESERVATIONS, PoolReservations, refresh_estimates
+from .quotas.service import QUOTAS, quota_service, read_stale_quotas
 from .routes import accounts, chat, health, models, oauth, quotas, users
 from .state import CONFIG, DB, HTTP, LIFECYCLE, Lifecycle
 from .tasks import TASKS, Task, TaskLoop, task_loop
 from .upstream.client import UPSTREAM, UpstreamClient
+from .upstream.identity import CLIENT_IDENTITY, MANIFEST_REFRESH, ClientIdentity, refresh_client_version
 from .usage import USAGE, purge_old_usage, usage_writer
 
 log = structlog.get_logger(__name__)
 
 # Seconds a tool call's thought signature is kept for replay.
 SIGNATURE_MAX_AGE = 7 * 24 * 3600
+# Accounts the catalogue has not seen are read this often, this many at once.
+CATALOGUE_READ_EVERY = 300.0
+CATALOGUE_READ_CONCURRENCY = 8
 
 
 def resolve_dsn(config: Config) -> str:
@@ -68,13 +75,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     router = AccountRouter(app[DB], config.database.account_cache_ttl)
 
     def on_refresh(account_id: int, outcome: str) -> None:
-        # A cached candidate row would carry the old token (or a disabled account).
-        router.invalidate()
         metrics.token_refreshes.labels(outcome).inc()
 
     tokens.listeners.append(on_refresh)
+    reservations = PoolReservations()
+    app[RESERVATIONS] = reservations
+    app[USAGE].listeners.append(reservations.on_usage_batch)
     app[TOKENS] = tokens
-    app[UPSTREAM] = UpstreamClient(app[HTTP], config.upstream)
+    app[UPSTREAM] = UpstreamClient(app[HTTP], config.upstream, app[CLIENT_IDENTITY])
     app[CHAT] = ChatService(
         config=config,
         db=app[DB],
@@ -82,9 +90,27 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         tokens=tokens,
         upstream=app[UPSTREAM],
         usage=app[USAGE],
+        reservations=reservations,
         metrics=metrics,
+        catalogue=app[CATALOGUE],
+        identity=app[CLIENT_IDENTITY],
     )
     yield
+
+
+async def _learn_models(app: web.Application) -> None:
+    """Read the accounts this process's model catalogue has not seen (after a start), through
+    the quota service, whose reads feed the catalogue (PROTOCOL §13.11)."""
+    catalogue, quotas = app[CATALOGUE], app[QUOTAS]
+    rows = await app[DB].all("enabled_account_ids")
+    unread = [row["account_id"] for row in rows if not catalogue.has_read(row["account_id"])]
+    gate = asyncio.Semaphore(CATALOGUE_READ_CONCURRENCY)
+
+    async def read(account_id: int) -> None:
+        async with gate:
+            await quotas.read(account_id)
+
+    await asyncio.gather(*(read(account_id) for account_id in unread))
 
 
 async def _cleanup_signatures(app: web.Application) -> None:
@@ -95,7 +121,22 @@ async def _on_shutdown(app: web.Application) -> None:
     app[LIFECYCLE].draining = True
 
 
+# Issue 11 #21: OAuth tokens are never kept in clear unless the operator says so.
+PLAINTEXT_REFUSED = (
+    "config: security.token_encryption_key is empty, so OAuth tokens would be stored in clear; "
+    "add one with 'antigv init-config --add-token-key' "
+    "(or set security.allow_plaintext_tokens = true to accept that)"
+)
+
+
+def refuse_plaintext_tokens(config: Config) -> None:
+    """Raise ConfigError when tokens would be stored in clear without the operator's say-so."""
+    if not config.security.token_encryption_key and not config.security.allow_plaintext_tokens:
+        raise ConfigError(PLAINTEXT_REFUSED)
+
+
 def create_app(config: Config) -> web.Application:
+    refuse_plaintext_tokens(config)
     app = web.Application(
         middlewares=[request_middleware, auth_middleware],
         client_max_size=config.security.max_request_bytes,
@@ -104,15 +145,27 @@ def create_app(config: Config) -> web.Application:
     app[LIFECYCLE] = Lifecycle()
     app[KEY_CACHE] = KeyCache()
     app[TASKS] = TaskLoop(app)
+    # Each process holds its own client identity, so each reads the manifest (PROTOCOL §13.1);
+    # first in a round, so the calls the other tasks make at start carry the version read.
+    app[CLIENT_IDENTITY] = ClientIdentity(config.upstream)
+    app[TASKS].add(
+        Task("refresh_client_version", refresh_client_version, every=MANIFEST_REFRESH, once_per_cluster=False)
+    )
     app[TASKS].add(Task("refresh_tokens", refresh_due_tokens))
     app[TASKS].add(Task("cleanup_signatures", _cleanup_signatures, every=3600))
     app[TASKS].add(Task("recover_pools", recover_pools_task))
     app[TASKS].add(Task("read_stale_quotas", read_stale_quotas))
     app[TASKS].add(Task("cleanup_oauth_states", oauth.cleanup_states, every=60))
     app[TASKS].add(Task("purge_old_usage", purge_old_usage, every=3600))
+    app[TASKS].add(Task("pool_estimates", refresh_estimates, every=ESTIMATE_EVERY, once_per_cluster=False))
+    app[CATALOGUE] = ModelCatalogue(config.models.aliases)
+    # Each process holds its own catalogue, so each fills it.
+    app[TASKS].add(Task("learn_models", _learn_models, every=CATALOGUE_READ_EVERY, once_per_cluster=False))
     app.cleanup_ctx.extend([_database, _http_client, usage_writer, _services, quota_service, task_loop])
     app.on_shutdown.append(_on_shutdown)
     setup_metrics(app)
+    app[METRICS].upstream_client.set(app[CLIENT_IDENTITY].version)
+    app[CLIENT_IDENTITY].listeners.append(app[METRICS].upstream_client.set)
     health.setup(app)
     users.setup(app)
     oauth.setup(app)

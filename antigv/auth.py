@@ -11,10 +11,12 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from .db import Database
+from .endpoint_hints import no_such_endpoint
 from .errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from .keys import is_admin_key, key_digest
 from .state import CONFIG, DB, PRINCIPAL, Principal
@@ -38,30 +40,41 @@ def access(level: str) -> Callable[[Callable], Callable]:
     return mark
 
 
+@dataclass(frozen=True, slots=True)
+class DisabledUser:
+    """What a key of a disabled user resolves to: refused, but not as a wrong key."""
+
+    user_id: int
+
+
+# What a key resolves to: its user, its disabled user, or None for no such key.
+KeyOwner = Principal | DisabledUser | None
+
+
 class KeyCache:
-    """digest -> (principal or None, expiry). LRU-bounded."""
+    """digest -> (key owner, expiry). LRU-bounded."""
 
     def __init__(self, ttl: float = CACHE_TTL, size: int = CACHE_SIZE) -> None:
         self._ttl = ttl
         self._size = size
-        self._entries: OrderedDict[bytes, tuple[Principal | None, float]] = OrderedDict()
+        self._entries: OrderedDict[bytes, tuple[KeyOwner, float]] = OrderedDict()
         # Bumped by every eviction, so a lookup that raced one does not re-cache stale data.
         self.generation = 0
 
-    def get(self, digest: bytes) -> tuple[bool, Principal | None]:
+    def get(self, digest: bytes) -> tuple[bool, KeyOwner]:
         entry = self._entries.get(digest)
         if entry is None or entry[1] < time.monotonic():
             return False, None
         return True, entry[0]
 
-    def put(self, digest: bytes, principal: Principal | None) -> None:
+    def put(self, digest: bytes, principal: KeyOwner) -> None:
         self._entries[digest] = (principal, time.monotonic() + self._ttl)
         self._entries.move_to_end(digest)
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
 
     def evict_user(self, user_id: int) -> None:
-        """Forget a user's keys; refusals go too, since one may be this user's disabled key."""
+        """Forget a user's keys (a disabled user's too) and, to be safe, unknown keys."""
         self.generation += 1
         stale = [d for d, (p, _) in self._entries.items() if p is None or p.user_id == user_id]
         for digest in stale:
@@ -76,24 +89,31 @@ def bearer_token(request: web.Request) -> str | None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
-    return token.strip()
+    token = token.strip()
+    if not token.isascii():
+        # Keys are ASCII. aiohttp decodes other bytes as surrogates, which no digest
+        # can take (issue 11 #17): such a key is simply a wrong one.
+        raise Unauthorized("invalid API key")
+    return token
 
 
-async def resolve_key(db: Database, cache: KeyCache, key: str) -> Principal | None:
+async def resolve_key(db: Database, cache: KeyCache, key: str) -> KeyOwner:
     digest = key_digest(key)
-    hit, principal = cache.get(digest)
+    hit, owner = cache.get(digest)
     if hit:
-        return principal
+        return owner
     generation = cache.generation
     row = await db.one("user_by_key_hash", key_hash=digest)
-    principal = None
+    owner: KeyOwner = None
     if row is not None and row["status"] == 1:
-        principal = Principal(
+        owner = Principal(
             user_id=row["user_id"], is_admin=False, name=row["name"], prefer_shared=row["prefer_shared"]
         )
+    elif row is not None:
+        owner = DisabledUser(row["user_id"])
     if cache.generation == generation:
-        cache.put(digest, principal)
-    return principal
+        cache.put(digest, owner)
+    return owner
 
 
 async def authenticate(request: web.Request) -> Principal:
@@ -103,10 +123,12 @@ async def authenticate(request: web.Request) -> Principal:
     app = request.app
     if is_admin_key(token, app[CONFIG].security.admin_api_key):
         return Principal(user_id=None, is_admin=True, name="admin")
-    principal = await resolve_key(app[DB], app[KEY_CACHE], token)
-    if principal is None:
+    owner = await resolve_key(app[DB], app[KEY_CACHE], token)
+    if isinstance(owner, DisabledUser):
+        raise Forbidden("this key's user is disabled", code="user_disabled")
+    if owner is None:
         raise Unauthorized("invalid API key")
-    return principal
+    return owner
 
 
 @web.middleware
@@ -114,6 +136,8 @@ async def auth_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     # Unknown routes and wrong methods answer 404/405 before asking for a key.
+    if isinstance(request.match_info.http_exception, web.HTTPNotFound):
+        raise no_such_endpoint(request)
     if request.match_info.http_exception is not None:
         return await handler(request)
     level = getattr(request.match_info.handler, "access", USER)

@@ -8,8 +8,8 @@ and only then does the handler start answering.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -24,22 +24,26 @@ from aiohttp import web
 from .accounts.oauth import discover_project
 from .accounts.selection import AccountRouter, no_account_error, rank_candidates
 from .accounts.tokens import AccountRevoked, RefreshFailed, TokenManager
+from .catalogue import ModelCatalogue, ModelRetired
 from .config import Config
 from .db import Database
-from .errors import ApiError
+from .errors import ApiError, InvalidRequest, UpstreamError
 from .metrics import Metrics
-from .quotas.pools import group_models
+from .quotas.pools import account_group_models
+from .quotas.reservations import PoolReservations, Reservation
 from .translate import models
 from .translate.request import (
     ChatRequest,
     ToolCallSignature,
     UpstreamRequest,
     build_upstream_request,
+    new_request_id,
     replayed_tool_call_ids,
 )
 from .translate.response import Event, ResponseTranslator
 from .upstream.client import UpstreamClient, UpstreamStream
 from .upstream.failures import FailureKind, UpstreamFailure, to_api_error
+from .upstream.identity import ClientIdentity
 from .usage import UsageRecord, UsageRecorder
 
 log = structlog.get_logger(__name__)
@@ -48,12 +52,27 @@ log = structlog.get_logger(__name__)
 SHORT_RATE_LIMIT = 5.0
 # Cooldowns for failures that say nothing about when to come back.
 PERMISSION_COOLDOWN = timedelta(minutes=10)
+# VALIDATION_REQUIRED parks the whole account this long (PROTOCOL §13.9; AGM: 10 minutes).
+VALIDATION_COOLDOWN = timedelta(minutes=10)
 UNAUTHENTICATED_COOLDOWN = timedelta(minutes=5)
 DEFAULT_QUOTA_COOLDOWN = timedelta(hours=1)
 CAPACITY_BACKOFF = (1.0, 2.0, 4.0, 8.0)
 # An account's project is asked for again at most this often (seconds, per instance).
 PROJECT_RECHECK = 600.0
 _SIGNATURE_CACHE_SIZE = 10_000
+
+
+def _encode_body(body: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        # JSON the client could send but orjson cannot write back: nested deeper than 255
+        # levels once wrapped (tool-call arguments, schemas), or an integer beyond 64 bits.
+        raise InvalidRequest(
+            "the request cannot be forwarded: its JSON nests more than 255 levels deep "
+            "or holds an integer beyond 64 bits",
+            code="request_not_encodable",
+        ) from None
 
 
 class _Next(Enum):
@@ -91,6 +110,8 @@ class OpenedReply:
     # Seconds from the request's arrival to the upstream call: the gateway's share.
     overhead_before: float
     opened_at: float = field(default_factory=time.perf_counter)
+    # What admission reserved on the caller's pool, until the request is charged.
+    reservation: Reservation | None = None
 
 
 class ChatService:
@@ -103,14 +124,21 @@ class ChatService:
         tokens: TokenManager,
         upstream: UpstreamClient,
         usage: UsageRecorder,
+        reservations: PoolReservations,
         metrics: Metrics,
+        catalogue: ModelCatalogue,
+        identity: ClientIdentity,
     ) -> None:
         self._config = config
+        self._catalogue = catalogue
+        self._identity = identity
+        self._thinking_rules = models.thinking_rules(config.models.thinking)
         self._db = db
         self.router = router
         self._tokens = tokens
         self._upstream = upstream
         self._usage = usage
+        self.reservations = reservations
         self.metrics = metrics
         # tool call id -> (model family, signature); the database holds the same for other instances.
         self._signatures: OrderedDict[str, tuple[str, ToolCallSignature]] = OrderedDict()
@@ -120,15 +148,20 @@ class ChatService:
 
     async def open(self, principal: Any, req: ChatRequest, started: float) -> OpenedReply:
         """Try accounts until one produces a reply; raise an ApiError if none does."""
-        upstream_model = models.upstream_model(req.model)
+        # Aliases and deprecations resolve once, before an account is chosen (PROTOCOL §13.4).
+        upstream_model = self._catalogue.resolve(req.model)
+        requested = req.model
+        req = dataclasses.replace(req, model=upstream_model)
         quota_group = self._config.quotas.group_of(upstream_model)
         rows = await self.router.candidates(principal, upstream_model, quota_group)
         upstream_req = build_upstream_request(
             req,
-            project="",
+            project=None,
             defaults=self._config.defaults,
-            request_id=f"agent-{uuid.uuid4()}",
+            request_id=new_request_id(upstream_model),
             signatures=await self._lookup_signatures(req),
+            model_info=self._catalogue.info(upstream_model),
+            thinking_rules=self._thinking_rules,
         )
         body = upstream_req.body
         state = _Attempts(
@@ -144,26 +177,44 @@ class ChatService:
                 inflight=self.router.inflight,
                 session_key=upstream_req.session_key,
                 exclude=frozenset(state.tried),
+                pool_reserved=self.reservations.reserved(principal.user_id, quota_group),
             )
             if not ranking.accounts:
                 break
             account = ranking.accounts[0]
             account_id = account["account_id"]
-            body["project"] = account["project_id"]
+            # PROTOCOL §13.3: never "project": "" (a 400); an account without a project sends none.
+            if account["project_id"]:
+                body["project"] = account["project_id"]
+            else:
+                body.pop("project", None)
             self.router.acquire(account_id)
+            held = self.reservations.reserve(principal.user_id, quota_group, account)
             try:
-                return await self._attempt(account, upstream_req, orjson.dumps(body), started)
+                reply = await self._attempt(account, upstream_req, _encode_body(body), started)
+                reply.reservation = held
+                if account.get("validation_url"):
+                    await self._validated(account_id)
+                return reply
             except UpstreamFailure as failure:
                 self.router.release(account_id)
+                self.reservations.cancel(held)
                 last_failure = failure
                 self.metrics.upstream_errors.labels(failure.kind.value).inc()
                 step = await self._after_failure(account, failure, upstream_model, state)
             except (AccountRevoked, RefreshFailed) as exc:
                 self.router.release(account_id)
+                self.reservations.cancel(held)
                 last_failure = UpstreamFailure(FailureKind.UNAUTHENTICATED, 502, str(exc))
                 step = _Next.OTHER_ACCOUNT
+            except ModelRetired as notice:
+                # The retirement notice came as reply text (PROTOCOL §13.4): a clean error instead.
+                self.router.release(account_id)
+                self.reservations.cancel(held)
+                raise self._catalogue.note_retired(requested, notice.replacement or "") from None
             except BaseException:
                 self.router.release(account_id)
+                self.reservations.cancel(held)
                 raise
             log.info(
                 "chat_attempt_failed",
@@ -178,7 +229,7 @@ class ChatService:
             if step is _Next.OTHER_ACCOUNT:
                 state.tried.add(account_id)
         if last_failure is not None:
-            error = to_api_error(last_failure)
+            error = self._client_error(last_failure, upstream_model)
             if error.retry_after is not None and ranking is not None and not ranking.accounts:
                 # Every account is parked: the client may come back when the first one does,
                 # as a later request would be told (no_account_error).
@@ -189,6 +240,18 @@ class ChatService:
             raise error
         assert ranking is not None  # max_attempts >= 1
         raise no_account_error(ranking, req.model)
+
+    def _client_error(self, failure: UpstreamFailure, model: str) -> ApiError:
+        if failure.kind is FailureKind.NOT_FOUND and self._catalogue.knows(model):
+            # PROTOCOL §13.9: a model the account lists but the chat cannot find is the
+            # client-version gate (§13.1), not a missing model.
+            log.error("upstream_client_outdated", model=model, user_agent=self._identity.user_agent)
+            return UpstreamError(
+                "The upstream refused this gateway's client version for this model; "
+                "the upstream client version must be raised",
+                code="upstream_client_outdated",
+            )
+        return to_api_error(failure)
 
     async def _attempt(
         self, account: dict[str, Any], upstream_req: UpstreamRequest, body: bytes, started: float
@@ -214,7 +277,7 @@ class ChatService:
         overhead_before: float,
     ) -> OpenedReply:
         """Read until the first events: an error up to here may still fail over."""
-        translator = ResponseTranslator(upstream_req.tool_names)
+        translator = ResponseTranslator(upstream_req.tool_names, upstream_req.placeholder_tools)
         batches = aiter(stream.batches())
         first_events: list[Event] = []
         seen_frames = 0
@@ -247,10 +310,8 @@ class ChatService:
         if kind is FailureKind.QUOTA_EXHAUSTED:
             until = failure.reset_at or now + DEFAULT_QUOTA_COOLDOWN
             # The models of one quota group share the bucket: park them all.
-            siblings = group_models(self._config.quotas, self._config.quotas.group_of(model))
-            await self._cooldown(
-                account_id, [model, *(m for m in siblings if m != model)], until, "quota_exhausted"
-            )
+            parked = await account_group_models(self._db, self._config.quotas, account_id, model)
+            await self._cooldown(account_id, parked, until, "quota_exhausted")
             state.parked_until(until)
             return _Next.OTHER_ACCOUNT
         if kind is FailureKind.RATE_LIMITED:
@@ -269,6 +330,20 @@ class ChatService:
                 return _Next.GIVE_UP
             await asyncio.sleep(wait)
             return _Next.SAME_ACCOUNT
+        if kind is FailureKind.NOT_FOUND:
+            # The version gate or the model: the same on every account and host (PROTOCOL §13.9).
+            return _Next.GIVE_UP
+        if kind is FailureKind.VALIDATION_REQUIRED:
+            until = now + VALIDATION_COOLDOWN
+            await self._db.execute(
+                "park_account_for_validation",
+                account_id=account_id,
+                until=until,
+                validation_url=failure.validation_url,
+            )
+            log.warning("account_needs_validation", account_id=account_id, until=until.isoformat())
+            state.parked_until(until)
+            return _Next.OTHER_ACCOUNT
         project_refused = kind in (FailureKind.PROJECT_INVALID, FailureKind.PERMISSION_DENIED)
         if project_refused and await self._rediscover_project(account, remaining):
             return _Next.SAME_ACCOUNT
@@ -311,24 +386,29 @@ class ChatService:
         log.warning("account_project_changed", account_id=account_id)
         # This request's next attempt reads the row it holds; other requests reload.
         account["project_id"] = found.project_id
-        self.router.invalidate()
         return True
 
     async def _cooldown(self, account_id: int, models_: list[str], until: datetime, reason: str) -> None:
         await self._db.execute(
             "set_cooldowns", account_id=account_id, models=models_, until=until, reason=reason
         )
-        self.router.invalidate()
+
+    async def _validated(self, account_id: int) -> None:
+        """The account serves again: the verification Google asked for is done (PROTOCOL §13.9).
+        Best effort: the reply is already open and must not be lost to a database hiccup."""
+        try:
+            await self._db.execute("clear_account_validation", account_id=account_id)
+        except ApiError as exc:
+            log.warning("account_validation_not_cleared", account_id=account_id, code=exc.code)
 
     async def _disable(self, account_id: int, reason: str) -> None:
         await self._db.execute("disable_account", account_id=account_id, reason=reason)
-        self.router.invalidate()
         log.warning("account_disabled", account_id=account_id, reason=reason)
 
     # --- thought signatures --------------------------------------------------
 
     async def _lookup_signatures(self, req: ChatRequest) -> dict[str, ToolCallSignature]:
-        wanted = replayed_tool_call_ids(req)
+        wanted = replayed_tool_call_ids(req, self._thinking_rules)
         if not wanted:
             return {}
         family = models.model_family(req.model)
@@ -345,12 +425,13 @@ class ChatService:
                     found[row["tool_call_id"]] = ToolCallSignature(row["signature"], row["thinking"])
         return found
 
-    async def remember_signatures(self, reply: OpenedReply, model: str) -> None:
+    async def remember_signatures(self, reply: OpenedReply) -> None:
         """Store the reply's tool-call signatures before the client can send the next turn."""
         captured = reply.translator.tool_signatures
         if not captured:
             return
-        family = models.model_family(model)
+        # The family of the model that signed, not of the name the client asked for (an alias).
+        family = models.model_family(reply.upstream.model)
         for call_id, (signature, thinking) in captured.items():
             self._signatures[call_id] = (family, ToolCallSignature(signature, thinking))
         while len(self._signatures) > _SIGNATURE_CACHE_SIZE:
@@ -374,22 +455,22 @@ class ChatService:
         self.router.release(account["account_id"])
         translator = reply.translator
         usage = translator.usage
-        self._usage.record(
-            UsageRecord(
-                request_id=request_id,
-                user_id=principal.user_id,
-                account_id=account["account_id"],
-                model_name=reply.upstream.model,
-                quota_group=self._config.quotas.group_of(reply.upstream.model),
-                is_shared=account["is_shared"],
-                status=status,
-                latency_ms=int((time.perf_counter() - reply.started) * 1000),
-                prompt_tokens=translator.prompt_tokens,
-                completion_tokens=translator.completion_tokens,
-                reasoning_tokens=translator.reasoning_tokens,
-                total_tokens=usage.get("total_tokens", 0),
-            )
+        record = UsageRecord(
+            request_id=request_id,
+            user_id=principal.user_id,
+            account_id=account["account_id"],
+            model_name=reply.upstream.model,
+            quota_group=self._config.quotas.group_of(reply.upstream.model),
+            is_shared=account["is_shared"],
+            status=status,
+            latency_ms=int((time.perf_counter() - reply.started) * 1000),
+            prompt_tokens=translator.prompt_tokens,
+            completion_tokens=translator.completion_tokens,
+            reasoning_tokens=translator.reasoning_tokens,
+            total_tokens=usage.get("total_tokens", 0),
         )
+        self.reservations.finished(reply.reservation, record)
+        self._usage.record(record)
 
 
 CHAT = web.AppKey("chat", ChatService)

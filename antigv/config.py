@@ -7,6 +7,8 @@ types and bad values raise :class:`ConfigError` with one line naming the key.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
+import functools
 import ipaddress
 import os
 import re
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from .crypto import TokenCipherError, parse_key
+from .translate.models import THINKING_FAMILIES
 
 ENV_CONFIG_PATH = "ANTIGV_CONFIG"
 ENV_OVERRIDES = {
@@ -32,6 +35,11 @@ class ConfigError(Exception):
 
 def _check(predicate: Callable[[Any], bool], why: str) -> dict[str, Any]:
     return {"check": (predicate, why)}
+
+
+# Marks a key that holds a filesystem path: relative ones resolve against the config
+# file's directory, so a command run from elsewhere finds the same files (issue 11 #4).
+_PATH = {"path": True}
 
 
 def _positive(value: Any) -> bool:
@@ -93,6 +101,8 @@ class ServerConfig:
     port: int = field(default=8045, metadata=_check(lambda p: 0 < p < 65536, "must be 1..65535"))
     # Seconds in-flight requests get to finish after SIGTERM.
     shutdown_timeout: float = field(default=30.0, metadata=_check(_non_negative, "must be >= 0"))
+    # Seconds a request body may take to arrive; a slower one is a 408 (issue 11 item 24).
+    body_timeout: float = field(default=30.0, metadata=_check(_positive, "must be > 0"))
 
 
 @dataclass(frozen=True)
@@ -101,7 +111,7 @@ class DatabaseConfig:
     pool_min: int = field(default=1, metadata=_check(_non_negative, "must be >= 0"))
     pool_max: int = field(default=20, metadata=_check(_positive, "must be > 0"))
     # Where the embedded cluster lives when ``dsn`` is empty.
-    embedded_dir: str = "var/pg"
+    embedded_dir: str = field(default="var/pg", metadata=_PATH)
     # Seconds the request path reuses an account list it read (0 = read every time).
     account_cache_ttl: float = field(default=1.0, metadata=_check(lambda t: 0 <= t <= 60, "must be 0..60"))
 
@@ -115,25 +125,48 @@ class SecurityConfig:
     token_encryption_key: str = field(
         default="", metadata=_check(_is_token_key, "must be empty or base64 of 32 bytes")
     )
+    # Without a key, `serve` refuses to start unless this says clear-text tokens are meant.
+    allow_plaintext_tokens: bool = False
 
     @property
     def max_request_bytes(self) -> int:
         return parse_size(self.max_request_size)
 
 
+_VERSION_RE = re.compile(r"^\d{1,6}(?:\.\d{1,6}){1,3}$")
+_PLATFORM_RE = re.compile(r"^[A-Za-z0-9_]+/[A-Za-z0-9_]+$")
+
+
 @dataclass(frozen=True)
 class UpstreamConfig:
+    # PROTOCOL §13.2: the daily host first, production second.
     base_urls: list[str] = field(
         default_factory=lambda: [
-            "https://daily-cloudcode-pa.sandbox.googleapis.com",
+            "https://daily-cloudcode-pa.googleapis.com",
             "https://cloudcode-pa.googleapis.com",
         ],
         metadata=_check(_are_urls, "must be a non-empty list of http(s) URLs"),
     )
-    user_agent: str = "antigravity/1.11.3 windows/amd64"
+    # PROTOCOL §13.1. Empty: antigravity/hub/{max(floor, manifest version)} {platform};
+    # anything else is sent as is and the manifest is not read.
+    user_agent: str = ""
+    client_version_floor: str = field(
+        default="2.9.1", metadata=_check(_VERSION_RE.match, "must be a version such as 2.9.1")
+    )
+    platform: str = field(
+        default="darwin/arm64", metadata=_check(_PLATFORM_RE.match, "must look like darwin/arm64")
+    )
+    # The Antigravity hub's auto-updater manifest (a YAML with a version: key); "" = never read it.
+    version_manifest_url: str = field(
+        default="https://antigravity-hub-auto-updater-974169037036.us-central1.run.app/manifest/latest-arm64-mac.yml",
+        metadata=_check(lambda u: u == "" or _is_url(u), "must be empty or an http(s) URL"),
+    )
     connect_timeout: float = field(default=10.0, metadata=_check(_positive, "must be > 0"))
     first_byte_timeout: float = field(default=120.0, metadata=_check(_positive, "must be > 0"))
+    # Seconds without a data frame (SSE comments do not count) before a stream is given up.
     idle_timeout: float = field(default=60.0, metadata=_check(_positive, "must be > 0"))
+    # Seconds one upstream stream may last at most, however steadily it sends.
+    max_stream_seconds: float = field(default=1800.0, metadata=_check(_positive, "must be > 0"))
     # Attempts across accounts and hosts before the client gets an error.
     max_attempts: int = field(default=4, metadata=_check(_positive, "must be > 0"))
     # Seconds /v1/models answers from cache.
@@ -170,44 +203,178 @@ class DefaultsConfig:
 
 
 def _default_quota_groups() -> dict[str, list[str]]:
-    # Models that draw on one upstream bucket (PROTOCOL §6).
+    # PROTOCOL §13.6: one upstream bucket per provider family; each image model has
+    # its own quota, so it matches no group and is a group of its own.
     return {
-        "gemini-3-pro": ["gemini-3-pro-high", "gemini-3-pro-low"],
-        "claude": [
-            "claude-sonnet-4-5",
-            "claude-sonnet-4-5-thinking",
-            "claude-opus-4-5-thinking",
-            "gpt-oss-120b-medium",
-        ],
-        "gemini-2.5-pro": ["gemini-2.5-pro", "gemini-2.5-pro-thinking"],
+        "gemini": ["gemini-*", "!*-image"],
+        "claude_gpt": ["claude-*", "gpt-oss-*"],
     }
 
 
+def _default_quota_buckets() -> dict[str, str]:
+    # PROTOCOL §13.6: the family buckets of retrieveUserQuotaSummary (bucketId without
+    # its window: "gemini-weekly" -> "gemini", "3p-5h" -> "3p") and the group each limits.
+    return {"gemini": "gemini", "3p": "claude_gpt"}
+
+
+_PATTERN_CHARS = frozenset("*?[")
+
+
+def _is_pattern(entry: str) -> bool:
+    return not _PATTERN_CHARS.isdisjoint(entry)
+
+
 def _valid_groups(groups: dict[str, list[str]]) -> bool:
-    seen: set[str] = set()
-    for models in groups.values():
-        for model in models:
-            if model in seen:
+    """Every group has at least one model or pattern it includes; a model *name* is in one
+    group only (patterns may overlap: the first group in the table wins)."""
+    named: set[str] = set()
+    for group, entries in groups.items():
+        if not group or not any(e and not e.startswith("!") for e in entries):
+            return False
+        for entry in entries:
+            if entry in ("", "!"):
                 return False
-            seen.add(model)
+            if _is_pattern(entry) or entry.startswith("!"):
+                continue
+            if entry in named:
+                return False
+            named.add(entry)
     return True
+
+
+def _valid_buckets(buckets: dict[str, str]) -> bool:
+    return all(bucket and group for bucket, group in buckets.items())
+
+
+@dataclass(frozen=True)
+class _GroupMatcher:
+    name: str
+    includes: tuple[re.Pattern[str], ...]
+    excludes: tuple[re.Pattern[str], ...]
+
+    def matches(self, model: str) -> bool:
+        return any(p.match(model) for p in self.includes) and not any(p.match(model) for p in self.excludes)
 
 
 @dataclass(frozen=True)
 class QuotasConfig:
+    # Group -> model names or shell-style patterns ("gemini-*"); "!pattern" leaves models out.
+    # A model named exactly belongs to that group; otherwise the first group (in table order)
+    # whose patterns take it; a model no group takes is a group of its own.
     groups: dict[str, list[str]] = field(
         default_factory=_default_quota_groups,
-        metadata=_check(_valid_groups, "must not list a model in two groups"),
+        metadata=_check(
+            _valid_groups,
+            "must map each group to model names or patterns ('gemini-*', '!*-image' to leave out),"
+            " at least one included, and name a model in one group only",
+        ),
+    )
+    # Summary bucket family -> the quota group its windows limit (PROTOCOL §13.6).
+    buckets: dict[str, str] = field(
+        default_factory=_default_quota_buckets,
+        metadata=_check(_valid_buckets, "must map bucket names to quota group names"),
     )
     # Seconds after which a stored quota read counts as stale.
     stale_after: float = field(default=30.0, metadata=_check(_positive, "must be > 0"))
 
+    @functools.cached_property
+    def _named(self) -> dict[str, str]:
+        return {
+            entry: group
+            for group, entries in self.groups.items()
+            for entry in entries
+            if not _is_pattern(entry) and not entry.startswith("!")
+        }
+
+    @functools.cached_property
+    def _matchers(self) -> tuple[_GroupMatcher, ...]:
+        def compiled(entries: list[str]) -> tuple[re.Pattern[str], ...]:
+            return tuple(re.compile(fnmatch.translate(e)) for e in entries)
+
+        return tuple(
+            _GroupMatcher(
+                group,
+                compiled([e for e in entries if not e.startswith("!")]),
+                compiled([e[1:] for e in entries if e.startswith("!")]),
+            )
+            for group, entries in self.groups.items()
+        )
+
     def group_of(self, model: str) -> str:
         """The quota group of a model; a model in no group is its own group."""
-        for group, models in self.groups.items():
-            if model in models:
-                return group
+        named = self._named.get(model)
+        if named is not None:
+            return named
+        for matcher in self._matchers:
+            if matcher.matches(model):
+                return matcher.name
         return model
+
+    def named_models(self, group: str) -> list[str]:
+        """The models a group names exactly (a group not configured names itself)."""
+        if group not in self.groups:
+            return [group]
+        return [model for model, named_in in self._named.items() if named_in == group]
+
+    def group_of_bucket(self, bucket: str) -> str | None:
+        """The quota group a summary bucket family limits; None for a bucket no group maps."""
+        return self.buckets.get(bucket)
+
+
+def _default_model_aliases() -> dict[str, str]:
+    # PROTOCOL §13.4: retired ids peers serve as their successors (AGM model_mapping.rs);
+    # deprecatedModelIds learnt from the upstream add to these at run time.
+    return {
+        "gemini-3-pro-high": "gemini-pro-agent",
+        "gemini-3.1-pro-high": "gemini-pro-agent",
+        "gemini-3-pro-low": "gemini-3.1-pro-low",
+        "claude-opus-4-5*": "claude-opus-4-6-thinking",
+        "claude-sonnet-4-5*": "claude-sonnet-4-6",
+        "gemini-3.5-flash-*": "gemini-3.7-flash-high",
+    }
+
+
+def _valid_aliases(aliases: dict[str, str]) -> bool:
+    """Keys are ids or prefixes ending in ``*``; targets are plain ids."""
+    return all(
+        old.rstrip("*") and "*" not in old.rstrip("*") and new and "*" not in new and old != new
+        for old, new in aliases.items()
+    )
+
+
+_THINKING_FIELDS = {"depth": ("level", "budget"), "default": (True, False)}
+
+
+def _valid_thinking(table: dict[str, dict[str, str | bool]]) -> bool:
+    return all(
+        family in THINKING_FAMILIES
+        and all(
+            key in _THINKING_FIELDS
+            and type(value) is type(_THINKING_FIELDS[key][0])
+            and value in _THINKING_FIELDS[key]
+            for key, value in fields.items()
+        )
+        for family, fields in table.items()
+    )
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    # Requested id -> the id served instead; a key ending in "*" matches by prefix
+    # (PROTOCOL §13.4). Setting it replaces the defaults.
+    aliases: dict[str, str] = field(
+        default_factory=_default_model_aliases,
+        metadata=_check(_valid_aliases, "must map ids (or prefixes ending in '*') to other plain ids"),
+    )
+    # Per thinking family (gemini, gemini-2, claude, gpt-oss, other): {depth = "level" | "budget",
+    # default = true | false} over the built-in table (PROTOCOL §13.5).
+    thinking: dict[str, dict[str, str | bool]] = field(
+        default_factory=dict,
+        metadata=_check(
+            _valid_thinking,
+            "must map gemini|gemini-2|claude|gpt-oss|other to {depth = 'level'|'budget', default = true|false}",
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -253,11 +420,12 @@ class Config:
     oauth: OAuthConfig = field(default_factory=OAuthConfig)
     defaults: DefaultsConfig = field(default_factory=DefaultsConfig)
     quotas: QuotasConfig = field(default_factory=QuotasConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Where the file was read from; relative paths (embedded_dir) resolve against
-    # the working directory, not this.
+    # its directory (against the working directory when there is no file).
     source: str = field(default="", compare=False)
 
 
@@ -289,7 +457,7 @@ def _type_name(annotation: Any) -> str:
     )
 
 
-def _build_section(name: str, cls: type, raw: Any) -> Any:
+def _build_section(name: str, cls: type, raw: Any, base_dir: Path | None = None) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"config: [{name}] must be a table")
     hints = get_type_hints(cls)
@@ -306,6 +474,10 @@ def _build_section(name: str, cls: type, raw: Any) -> Any:
             raise ConfigError(f"config: {name}.{key} must be {_type_name(annotation)}")
         values[key] = value
     section = cls(**values)
+    if base_dir is not None:
+        # Defaults too; an absolute value stays as it is.
+        paths = {k: str(base_dir / getattr(section, k)) for k, f in fields.items() if f.metadata.get("path")}
+        section = dataclasses.replace(section, **paths)
     for key, f in fields.items():
         check = f.metadata.get("check")
         if check and not check[0](getattr(section, key)):
@@ -328,7 +500,10 @@ def build_config(raw: dict[str, Any], *, source: str = "", env: dict[str, str] |
     unknown = sorted(set(raw) - set(section_types))
     if unknown:
         raise ConfigError(f"config: unknown section [{unknown[0]}]")
-    sections = {name: _build_section(name, cls, raw.get(name, {})) for name, cls in section_types.items()}
+    base_dir = Path(source).resolve().parent if source else None
+    sections = {
+        name: _build_section(name, cls, raw.get(name, {}), base_dir) for name, cls in section_types.items()
+    }
     return Config(**sections, source=source)
 
 

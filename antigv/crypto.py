@@ -12,8 +12,13 @@ import base64
 import binascii
 import os
 
+import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .errors import ApiError
+
+log = structlog.get_logger(__name__)
 
 _SEALED = "v1:"
 _PLAIN = "plain:"
@@ -24,6 +29,21 @@ _AAD = b"antigv-token"
 
 class TokenCipherError(Exception):
     pass
+
+
+class SealedTokenError(TokenCipherError, ApiError):
+    """A stored token this instance cannot open: the key is missing or not the one it
+    was sealed with. An operator's problem, so a 503 that says what to fix, not a 500."""
+
+    status = 503
+    error_type = "service_unavailable"
+    default_code = "token_key_mismatch"
+
+
+KEY_HINT = (
+    "the gateway cannot open its stored OAuth tokens: security.token_encryption_key is {why}; "
+    "the operator must set the key that sealed them"
+)
 
 
 def parse_key(encoded: str) -> bytes | None:
@@ -42,6 +62,8 @@ def parse_key(encoded: str) -> bytes | None:
 class TokenCipher:
     def __init__(self, key: bytes | None) -> None:
         self._aead = AESGCM(key) if key else None
+        # One error event per cause, not one per request that trips on it.
+        self._reported: set[str] = set()
 
     @property
     def encrypts(self) -> bool:
@@ -60,9 +82,15 @@ class TokenCipher:
         if not stored.startswith(_SEALED):
             raise TokenCipherError("stored token has an unknown format")
         if self._aead is None:
-            raise TokenCipherError("tokens are sealed but security.token_encryption_key is empty")
-        raw = base64.b64decode(stored[len(_SEALED) :])
+            raise self._unreadable("empty", "key_missing")
         try:
+            raw = base64.b64decode(stored[len(_SEALED) :], validate=True)
             return self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _AAD).decode("utf-8")
-        except InvalidTag:
-            raise TokenCipherError("stored token does not open with this key") from None
+        except (InvalidTag, binascii.Error, ValueError):
+            raise self._unreadable("not the key they were sealed with", "key_mismatch") from None
+
+    def _unreadable(self, why: str, cause: str) -> SealedTokenError:
+        if cause not in self._reported:
+            self._reported.add(cause)
+            log.error("sealed_tokens_unreadable", cause=cause, hint="set security.token_encryption_key")
+        return SealedTokenError(KEY_HINT.format(why=why))

@@ -3,6 +3,11 @@
 SQL lives in ``sql/queries/*.sql`` as blocks introduced by ``-- name: <name>``
 and in ``sql/migrations/NNNN_name.sql``. Python never builds SQL text: every
 query takes ``%(param)s`` parameters.
+
+A query that changes what an in-process cache holds says so in its block with
+``-- invalidates: <topic>``; the database layer tells the topic's watchers once
+the change is committed. So every write this process makes drops the caches it
+touches, whichever code runs it: no caller has to remember.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import asyncio
 import os
 import re
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +35,7 @@ log = structlog.get_logger(__name__)
 MIGRATION_LOCK_ID = 0x616E7469_6776  # "antigv"
 _NAME_RE = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 _MIGRATION_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_INVALIDATES_RE = re.compile(r"^--\s*invalidates:\s*([a-z_][a-z0-9_]*(?:\s*,\s*[a-z_][a-z0-9_]*)*)\s*$", re.M)
 
 
 class QueryError(Exception):
@@ -75,6 +81,14 @@ class Queries:
 
     def __init__(self, queries: Mapping[str, str]) -> None:
         self._queries = dict(queries)
+        self._invalidates = {
+            name: frozenset(
+                topic.strip()
+                for match in _INVALIDATES_RE.finditer(sql)
+                for topic in match.group(1).split(",")
+            )
+            for name, sql in self._queries.items()
+        }
 
     @classmethod
     def load(cls, directory: Path | None = None) -> Queries:
@@ -95,6 +109,13 @@ class Queries:
 
     def __contains__(self, name: str) -> bool:
         return name in self._queries
+
+    def names(self) -> list[str]:
+        return sorted(self._queries)
+
+    def invalidates(self, name: str) -> frozenset[str]:
+        """The cache topics a query changes (its ``-- invalidates:`` lines)."""
+        return self._invalidates.get(name, frozenset())
 
     def require(self, names: list[str]) -> None:
         """Fail at startup, not at first use, when code names a missing query."""
@@ -133,6 +154,12 @@ class Transaction(_Runner):
     def __init__(self, queries: Queries, cursor: Any) -> None:
         super().__init__(queries)
         self._cur = cursor
+        # Cache topics this transaction's statements change, told once it commits.
+        self.changed: set[str] = set()
+
+    async def _cursor_execute(self, cur: Any, name: str, params: Mapping[str, Any]) -> None:
+        await super()._cursor_execute(cur, name, params)
+        self.changed |= self.queries.invalidates(name)
 
     async def one(self, query: str, /, **params: Any) -> dict[str, Any] | None:
         await self._cursor_execute(self._cur, query, params)
@@ -158,6 +185,16 @@ class Database(_Runner):
     def __init__(self, pool: aiopg.Pool, queries: Queries) -> None:
         super().__init__(queries)
         self.pool = pool
+        self._watchers: dict[str, list[Callable[[], None]]] = {}
+
+    def watch(self, topic: str, drop: Callable[[], None]) -> None:
+        """Call ``drop`` after every committed statement that invalidates ``topic``."""
+        self._watchers.setdefault(topic, []).append(drop)
+
+    def _changed(self, topics: Iterable[str]) -> None:
+        for topic in topics:
+            for drop in self._watchers.get(topic, ()):
+                drop()
 
     @asynccontextmanager
     async def cursor(self) -> AsyncIterator[Any]:
@@ -168,26 +205,39 @@ class Database(_Runner):
         except _DB_DOWN as exc:
             raise ServiceUnavailable("the database is unavailable, try again shortly") from exc
 
+    # Outside a transaction every statement commits by itself (autocommit).
+
     async def one(self, query: str, /, **params: Any) -> dict[str, Any] | None:
         async with self.cursor() as cur:
             await self._cursor_execute(cur, query, params)
             row = await cur.fetchone()
-            return None if row is None else self._rows(cur, [row])[0]
+            result = None if row is None else self._rows(cur, [row])[0]
+        self._changed(self.queries.invalidates(query))
+        return result
 
     async def all(self, query: str, /, **params: Any) -> list[dict[str, Any]]:
         async with self.cursor() as cur:
             await self._cursor_execute(cur, query, params)
-            return self._rows(cur, await cur.fetchall())
+            rows = self._rows(cur, await cur.fetchall())
+        self._changed(self.queries.invalidates(query))
+        return rows
 
     async def execute(self, query: str, /, **params: Any) -> int:
         async with self.cursor() as cur:
             await self._cursor_execute(cur, query, params)
-            return cur.rowcount
+            count = cur.rowcount
+        self._changed(self.queries.invalidates(query))
+        return count
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        async with self.cursor() as cur, cur.begin():
-            yield Transaction(self.queries, cur)
+        """Named queries in one transaction; the caches they invalidate are told after the commit
+        (a rollback changed nothing)."""
+        async with self.cursor() as cur:
+            async with cur.begin():
+                tx = Transaction(self.queries, cur)
+                yield tx
+            self._changed(tx.changed)
 
     async def ping(self) -> bool:
         try:

@@ -31,6 +31,8 @@ class ApiError(Exception):
         self.retry_after = retry_after
         # Extra response headers (e.g. Allow on a 405).
         self.headers: dict[str, str] = {}
+        # The connection cannot carry another request (a body left unread or undecodable).
+        self.close_connection = False
 
     def body(self) -> dict[str, Any]:
         return {
@@ -103,6 +105,24 @@ class UpstreamError(ApiError):
     status = 502
     error_type = "upstream_error"
     default_code = "upstream_error"
+
+
+class MalformedUpstreamReply(UpstreamError):
+    """A reply frame that breaks the upstream's own protocol (PROTOCOL §4).
+
+    The upstream's fault, not the account's: failover gives up without a cooldown.
+    ``where`` names the field for the logs; the value is never kept (it may quote the prompt).
+    """
+
+    def __init__(self, where: str) -> None:
+        super().__init__("The upstream sent a reply the gateway could not read")
+        self.where = where
+
+
+class RequestTimeout(ApiError):
+    status = 408
+    error_type = "invalid_request_error"
+    default_code = "request_timeout"
 
 
 class UpstreamTimeout(ApiError):

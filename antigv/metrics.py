@@ -54,6 +54,25 @@ class _DatabaseGauges:
         yield pool
 
 
+class UpstreamClientInfo:
+    """``antigv_upstream_client_info{version="…"} 1``: the client version upstream calls
+    report, so operators see which one is in use (PROTOCOL §13.11)."""
+
+    def __init__(self) -> None:
+        self.version = ""
+
+    def set(self, version: str) -> None:
+        self.version = version
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        info = GaugeMetricFamily(
+            "antigv_upstream_client_info", "Client version sent to the upstream", labels=["version"]
+        )
+        if self.version:
+            info.add_metric([self.version], 1.0)
+        yield info
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -99,8 +118,15 @@ class Metrics:
         self.token_refreshes = Counter(
             "antigv_token_refreshes", "Access token refreshes by outcome", ["outcome"], registry=registry
         )
+        self.usage_rows_dropped = Counter(
+            "antigv_usage_rows_dropped",
+            "Usage rows the database refused, dropped so that the rest of their batch was written",
+            registry=registry,
+        )
         self.database_gauges = _DatabaseGauges()
         registry.register(self.database_gauges)
+        self.upstream_client = UpstreamClientInfo()
+        registry.register(self.upstream_client)
 
     def scrape_registry(self) -> CollectorRegistry:
         if not os.environ.get(MULTIPROC_ENV):
@@ -109,6 +135,7 @@ class Metrics:
         combined = CollectorRegistry()
         MultiProcessCollector(combined)
         combined.register(self.database_gauges)
+        combined.register(self.upstream_client)
         return combined
 
 

@@ -56,6 +56,20 @@ def _from_http_exception(exc: web.HTTPException) -> ApiError:
     return InternalError("internal error")
 
 
+def _response_started(request: web.Request) -> bool:
+    """Whether bytes of a response are out (aiohttp's handle_error asks the same)."""
+    return request.writer.output_size > 0
+
+
+def _as_api_error(request: web.Request, exc: Exception, request_id: str) -> ApiError:
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, UpstreamFailure):
+        return to_api_error(exc)
+    log.exception("unhandled_error", method=request.method, path=request.path)
+    return InternalError(f"internal error (request id {request_id})")
+
+
 def error_response(request: web.Request, error: ApiError, request_id: str) -> web.Response:
     body = error.body()
     if request.path.startswith("/api/"):
@@ -64,7 +78,18 @@ def error_response(request: web.Request, error: ApiError, request_id: str) -> we
     if error.retry_after is not None:
         # Rounding up: a client told to wait less than needed only earns another 429.
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
-    return json_response(body, status=error.status, headers=headers)
+    response = json_response(body, status=error.status, headers=headers)
+    if error.close_connection:
+        response.force_close()  # "Connection: close": no next request on this connection
+    return response
+
+
+async def _answer_and_close(request: web.Request, response: web.Response) -> None:
+    """Send ``response`` and end the connection at once: what is left of the body is never
+    read (aiohttp would otherwise linger on a slow body, or re-raise a broken one)."""
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()
 
 
 @web.middleware
@@ -80,18 +105,21 @@ async def request_middleware(
             if request.app[LIFECYCLE].draining and request.path not in _DRAIN_EXEMPT:
                 raise ServiceUnavailable("the server is shutting down; retry on another instance")
             response = await handler(request)
-        except ApiError as exc:
-            response = error_response(request, exc, request_id)
-        except UpstreamFailure as exc:
-            response = error_response(request, to_api_error(exc), request_id)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
             response = error_response(request, _from_http_exception(exc), request_id)
-        except Exception:
-            log.exception("unhandled_error", method=request.method, path=request.path)
-            error = InternalError(f"internal error (request id {request_id})")
+        except Exception as exc:
+            if _response_started(request):
+                # A second response would land inside the first one's body (a chunked SSE
+                # stream, say): leave the connection to aiohttp, which closes it.
+                if not isinstance(exc, ConnectionError):  # more than a client that went away
+                    log.exception("response_failed_after_start", method=request.method, path=request.path)
+                raise
+            error = _as_api_error(request, exc, request_id)
             response = error_response(request, error, request_id)
+            if error.close_connection:
+                await _answer_and_close(request, response)
         if not response.prepared:
             response.headers["X-Request-Id"] = request_id
         duration = time.perf_counter() - started

@@ -18,7 +18,7 @@ import structlog
 from aiohttp import web
 
 from .db import Database
-from .errors import ServiceUnavailable
+from .errors import ApiError, ServiceUnavailable
 from .state import CONFIG, DB
 
 log = structlog.get_logger(__name__)
@@ -74,6 +74,9 @@ class TaskLoop:
     def __init__(self, app: web.Application) -> None:
         self._app = app
         self.tasks: dict[str, Task] = {}
+        # Set while the database is out: the outage is logged once when it starts and
+        # once when it ends, not by every task every round (issue 11 #10).
+        self._database_down = False
 
     def add(self, task: Task) -> None:
         self.tasks[task.name] = task
@@ -95,11 +98,20 @@ class TaskLoop:
             task.next_run = now + (task.every or interval)
             try:
                 await self.run_once(task.name)
+                # Only a task that took its lock has been through the database.
+                if self._database_down and task.once_per_cluster:
+                    self._database_down = False
+                    log.info("database_available", task=task.name)
             except asyncio.CancelledError:
                 raise
             except ServiceUnavailable:
-                # An outage is reported by readiness and by every request; one line per task will do.
-                log.warning("task_deferred", task=task.name, reason="database unavailable")
+                # Readiness and every request report the outage too; the loop says it once.
+                if not self._database_down:
+                    self._database_down = True
+                    log.warning("database_unavailable", task=task.name, hint="background tasks wait for it")
+            except ApiError as exc:
+                # A typed error already says what is wrong; a traceback would add nothing.
+                log.warning("task_failed", task=task.name, code=exc.code, error=exc.message)
             except Exception:
                 log.exception("task_failed", task=task.name)
 

@@ -2,7 +2,8 @@
 
 A request never waits on its usage row. Rows reach the database within
 ``FLUSH_INTERVAL`` seconds (one statement per batch) and the queue is flushed
-on shutdown. A failed write keeps the rows for the next round.
+on shutdown. A write the database cannot take now keeps the rows for the next
+round; a row it refuses is dropped alone, never with its batch.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from aiohttp import web
 
 from .db import Database
 from .errors import ServiceUnavailable
+from .metrics import METRICS, Metrics
 from .state import CONFIG, DB
 
 log = structlog.get_logger(__name__)
@@ -67,8 +69,11 @@ def batch_params(records: list[UsageRecord]) -> dict[str, list]:
 
 
 class UsageRecorder:
-    def __init__(self, db: Database, interval: float = FLUSH_INTERVAL) -> None:
+    def __init__(
+        self, db: Database, interval: float = FLUSH_INTERVAL, metrics: Metrics | None = None
+    ) -> None:
         self._db = db
+        self._metrics = metrics
         self._interval = interval
         self._pending: list[UsageRecord] = []
         self._wakeup = asyncio.Event()
@@ -88,30 +93,48 @@ class UsageRecorder:
         return len(self._pending)
 
     async def flush(self) -> int:
-        """Write everything queued; returns how many rows were written."""
+        """Write everything queued; returns how many rows were written.
+
+        A batch the database refuses for what a row holds (a value out of range, a broken
+        constraint) is halved, in order, until the refusing row stands alone: that row is
+        dropped and counted, the rest of its batch is written (issue 11 item 14).
+        """
         written = 0
         async with self._flush_lock:
+            size = BATCH_SIZE
             while self._pending:
-                batch = self._pending[:BATCH_SIZE]
+                batch = self._pending[:size]
                 try:
                     await self._db.execute("insert_usage_batch", **batch_params(batch))
                 except ServiceUnavailable:
                     log.warning("usage_flush_deferred", rows=len(self._pending))
                     del self._pending[: max(0, len(self._pending) - MAX_BACKLOG)]
                     return written
-                except psycopg2.Error:
-                    # A batch the database refuses would block every later one.
-                    log.exception("usage_batch_rejected", rows=len(batch))
-                    del self._pending[: len(batch)]
+                except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
+                    if len(batch) > 1:
+                        size = len(batch) // 2
+                    else:
+                        self._drop(batch, exc)
+                    continue
+                except psycopg2.Error as exc:
+                    # Not about one row; a batch the database refuses would block every later one.
+                    self._drop(batch, exc)
                     continue
                 del self._pending[: len(batch)]
                 written += len(batch)
+                size = min(BATCH_SIZE, size * 2)
                 for listener in self.listeners:
                     try:
                         listener(batch)
                     except Exception:
                         log.exception("usage_listener_failed")
         return written
+
+    def _drop(self, batch: list[UsageRecord], exc: psycopg2.Error) -> None:
+        del self._pending[: len(batch)]
+        log.error("usage_rows_dropped", rows=len(batch), error=type(exc).__name__, pgcode=exc.pgcode)
+        if self._metrics is not None:
+            self._metrics.usage_rows_dropped.inc(len(batch))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="usage-writer")
@@ -147,7 +170,7 @@ USAGE = web.AppKey("usage", UsageRecorder)
 
 async def usage_writer(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: the writer task; on shutdown the queue is flushed."""
-    recorder = UsageRecorder(app[DB])
+    recorder = UsageRecorder(app[DB], metrics=app[METRICS])
     app[USAGE] = recorder
     recorder.start()
     yield

@@ -8,6 +8,12 @@ from .db import Database
 from .errors import NotFound
 from .keys import display_prefix, key_digest, new_api_key
 
+# Limits of the API and the CLI alike (one place, so both take the same input).
+NAME_MAX_LEN = 200
+LIST_LIMIT_DEFAULT = 100
+LIST_LIMIT_MAX = 1000
+LIST_OFFSET_MAX = 2**62
+
 
 def user_view(row: dict[str, Any]) -> dict[str, Any]:
     """A user as the API shows it: never the key or its digest."""

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from .errors import InvalidRequest, NotFound
+from .errors import ApiError, InvalidRequest, NotFound, PayloadTooLarge, RequestTimeout
+from .state import CONFIG
 
 # Ids are bigint: 1 to 18 ASCII digits cannot overflow it (str.isdigit would admit '²').
 _ID_RE = re.compile(r"^[0-9]{1,18}$")
@@ -32,9 +34,40 @@ def api_ok(data: Any, message: str | None = None) -> web.Response:
     return json_response(body)
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The raw body; one larger than ``security.max_request_size`` is a 413 that says the limit,
+    one slower than ``server.body_timeout`` a 408, one that cannot be decoded a 400."""
+    config = request.app[CONFIG]
+    try:
+        async with asyncio.timeout(config.server.body_timeout):
+            return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = config.security.max_request_size
+        raise PayloadTooLarge(
+            f"request body is larger than {limit}, the limit of this gateway (security.max_request_size)"
+        ) from None
+    except TimeoutError:
+        error: ApiError = RequestTimeout(
+            f"the request body did not arrive within {config.server.body_timeout:g} s (server.body_timeout)"
+        )
+    except web.RequestPayloadError:
+        # A body its Content-Encoding does not describe (a plain body sent as gzip), broken
+        # chunking or a cut-off body. aiohttp's text is not echoed: it may quote the input.
+        if request.headers.get("Content-Encoding"):
+            error = InvalidRequest(
+                "request body could not be decoded as its Content-Encoding header says",
+                code="invalid_body_encoding",
+            )
+        else:
+            error = InvalidRequest("request body could not be read", code="invalid_body")
+    # The rest of the body is unread or unreadable: the connection ends with this answer.
+    error.close_connection = True
+    raise error
+
+
 async def read_json(request: web.Request) -> Any:
     """The decoded body; malformed JSON is a 400, an oversized body a 413."""
-    raw = await request.read()
+    raw = await read_body(request)
     if not raw:
         raise InvalidRequest("request body is empty; send a JSON object")
     try:
@@ -45,12 +78,21 @@ async def read_json(request: web.Request) -> Any:
 
 async def read_json_object(request: web.Request, *, empty_ok: bool = False) -> dict[str, Any]:
     """A JSON object body; with ``empty_ok`` an absent body counts as ``{}``."""
-    if empty_ok and not await request.read():
+    if empty_ok and not await read_body(request):
         return {}
     body = await read_json(request)
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
     return body
+
+
+def reject_unknown_fields(body: dict[str, Any], known: tuple[str, ...]) -> None:
+    """A field the endpoint does not take is a 400 naming it (a typo must not pass silently)."""
+    unknown = sorted(key for key in body if key not in known)
+    if unknown:
+        raise InvalidRequest(
+            f"unknown field {unknown[0]!r}; this endpoint takes {', '.join(known)}", param=unknown[0]
+        )
 
 
 def path_id(request: web.Request, name: str = "id") -> int:

@@ -53,7 +53,7 @@ RESULTS = ROOT / "bench" / "results"
 PY = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3-flash"
 PROMPT = "Say hello to the benchmark."
 ACCOUNTS = 4
 TARGETS = ("direct", "null", "gw-stream", "gw-unary")

@@ -30,6 +30,7 @@ ACCOUNT_FIELDS = {
     "last_used_at",
     "created_at",
     "updated_at",
+    "validation_url",
 }
 ERROR_FIELDS = {"message", "type", "code", "param"}
 MALFORMED_IDS = ["abc", "99999999999999999999", "-1", "1.5", "0x1", "1e3", "+1"]

@@ -7,6 +7,8 @@ left alone.
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -103,11 +105,48 @@ async def test_disabled_user_lives_at_most_the_ttl_on_another_instance(client, s
     )
     assert response.status == 200
 
-    assert await status_of(client, key) == 401
+    assert await status_of(client, key) == 403
     clock.advance(CACHE_TTL - 0.5)
     assert await status_of(second, key) == 200
     clock.advance(0.6)
-    assert await status_of(second, key) == 401
+    assert await status_of(second, key) == 403
+
+
+async def test_a_disabled_users_key_is_a_403_naming_that_not_a_wrong_key(client, clock, key_lookups):
+    user = await create_user(client)
+    key, user_id = user["api_key"], user["user_id"]
+    response = await client.put(f"/api/users/{user_id}/status", json={"status": 0}, headers=bearer(ADMIN_KEY))
+    assert response.status == 200
+    for _ in range(3):  # from the cache after the first lookup, with the same answer
+        response = await client.get("/v1/models", headers=bearer(key))
+        assert response.status == 403
+        error = (await response.json())["error"]
+        assert (error["type"], error["code"]) == ("permission_error", "user_disabled")
+        assert error["message"] == "this key's user is disabled"
+    assert len(key_lookups) == 1
+    response = await client.put(f"/api/users/{user_id}/status", json={"status": 1}, headers=bearer(ADMIN_KEY))
+    assert response.status == 200
+    assert await status_of(client, key) == 200
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/models", "/v1/chat/completions", "/api/user/me", "/api/users", "/metrics"]
+)
+async def test_an_authorization_header_that_is_not_utf8_is_a_401(client, path):
+    host, port = client.server.host, client.server.port
+    reader, writer = await asyncio.open_connection(host, port)
+    method = b"POST" if path == "/v1/chat/completions" else b"GET"
+    writer.write(
+        method + b" " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+        b"Connection: close\r\nAuthorization: Bearer sk-\xff\xfe\xc3\x28abc\r\n\r\n"
+    )
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401"), raw[:300]
+    error = json.loads(body)["error"]
+    assert (error["type"], error["code"]) == ("authentication_error", "invalid_api_key")
 
 
 async def test_deleted_user_lives_at_most_the_ttl_on_another_instance(client, second, clock):

@@ -38,7 +38,7 @@ def record(n: int) -> UsageRecord:
         request_id=f"req-{n}",
         user_id=None,
         account_id=None,
-        model_name="gemini-2.5-flash",
+        model_name="gemini-3-flash",
         quota_group="gemini-flash",
         is_shared=0,
         status="ok",

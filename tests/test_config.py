@@ -58,8 +58,8 @@ def test_defaults():
     assert config.upstream.idle_timeout == 60
     assert all(url.startswith("https://") for url in config.upstream.base_urls)
     assert config.oauth.state_ttl == 300
-    assert config.quotas.group_of("gemini-3-pro-low") == "gemini-3-pro"
-    assert config.quotas.group_of("gemini-3-pro-high") == "gemini-3-pro"
+    assert config.quotas.group_of("gemini-3.1-pro-low") == "gemini"
+    assert config.quotas.group_of("claude-sonnet-4-6") == "claude_gpt"
     assert config.quotas.group_of("some-new-model") == "some-new-model"
     assert config.source == ""
 
@@ -146,6 +146,9 @@ def test_example_without_admin_key_is_refused():
         (minimal(quotas={"groups": {"g": ["m1", "m1"]}}), "quotas.groups"),
         (minimal(quotas={"groups": {"a": ["m1"], "b": ["m2", "m1"]}}), "quotas.groups"),
         (minimal(quotas={"groups": {"a": "m1"}}), "quotas.groups"),
+        (minimal(quotas={"groups": {"a": ["!*-image"]}}), "quotas.groups"),
+        (minimal(quotas={"groups": {"a": []}}), "quotas.groups"),
+        (minimal(quotas={"buckets": {"3p": ""}}), "quotas.buckets"),
         (minimal(tasks={"enabled": "yes"}), "tasks.enabled"),
         (minimal(metrics={"allowed_addresses": ["not-an-ip"]}), "metrics.allowed_addresses"),
         (minimal(logging={"level": "verbose"}), "logging.level"),
@@ -307,3 +310,33 @@ def test_parse_size_rejects(text):
 def test_max_request_bytes_follows_max_request_size():
     config = build_config(minimal(security={"max_request_size": "1kb"}), env={})
     assert config.security.max_request_bytes == 1024
+
+
+# --- issue 11 ------------------------------------------------------------------------------------
+
+
+def test_relative_paths_resolve_against_the_config_files_directory(tmp_path, monkeypatch):
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    monkeypatch.chdir(tmp_path)
+    relative = etc / "relative.toml"
+    relative.write_text(f'[database]\nembedded_dir = "data/pg"\n[security]\nadmin_api_key = "{KEY}"\n')
+    assert load_config(relative).database.embedded_dir == str(etc / "data" / "pg")
+    # The default is relative too.
+    default = etc / "default.toml"
+    default.write_text(f'[security]\nadmin_api_key = "{KEY}"\n')
+    assert load_config(default).database.embedded_dir == str(etc / "var" / "pg")
+    # A config named by a relative path: still its own directory, not the working one.
+    assert load_config(Path("etc/default.toml")).database.embedded_dir == str(etc / "var" / "pg")
+    absolute = etc / "absolute.toml"
+    absolute.write_text(f'[database]\nembedded_dir = "/srv/pg"\n[security]\nadmin_api_key = "{KEY}"\n')
+    assert load_config(absolute).database.embedded_dir == "/srv/pg"
+
+
+def test_plaintext_tokens_need_saying_so():
+    assert build_config(minimal(), env={}).security.allow_plaintext_tokens is False
+    allowed = build_config(minimal(security={"allow_plaintext_tokens": True}), env={})
+    assert allowed.security.allow_plaintext_tokens is True
+    assert "security.allow_plaintext_tokens must be true or false" in config_error(
+        minimal(security={"allow_plaintext_tokens": "yes"})
+    )

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
+import time
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 
 from antigv.app import create_app
 from antigv.auth import PUBLIC, access
+from antigv.config import ConfigError
 from antigv.errors import RateLimited, UpstreamTimeout
 from tests.conftest import ADMIN_KEY, bearer, make_config
 
@@ -258,3 +263,82 @@ async def test_database_down_is_503_not_500(aiohttp_client, db_dsn):
     # The admin key needs no database.
     me = await client.get("/api/user/me", headers=bearer(ADMIN_KEY))
     assert me.status == 200
+
+
+# --- bodies that cannot be read (issue 11 items 17, 24) ---------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_plain_body_labelled_compressed_is_a_400(client, admin, encoding):
+    for path, api in [("/api/users", True), ("/v1/chat/completions", False)]:
+        response = await client.post(
+            path,
+            data=b'{"name": "x"}',
+            headers={**admin, "Content-Type": "application/json", "Content-Encoding": encoding},
+        )
+        error = await error_of(response, 400, api=api)
+        assert error["type"] == "invalid_request_error"
+        assert error["code"] == "invalid_body_encoding"
+
+
+async def _raw_exchange(client: Any, request: bytes, *, within: float = 5.0) -> bytes:
+    """Send raw bytes on a connection of its own; everything read until the server closes it
+    (or ``within`` seconds pass, as a client left hanging would see)."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        received = b""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                while chunk := await reader.read(65536):
+                    received += chunk
+        return received
+    finally:
+        writer.close()
+
+
+async def test_a_body_slower_than_the_body_timeout_is_a_408(aiohttp_client, db_dsn):
+    client = await aiohttp_client(create_app(make_config(db_dsn, server={"body_timeout": 0.2})))
+    started = time.monotonic()
+    head = (
+        b"POST /api/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + ADMIN_KEY.encode() + b"\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n"
+    )
+    received = await _raw_exchange(client, head + b'{"name": ', within=3)  # and nothing more
+    assert time.monotonic() - started < 2.5
+    status_line, _, rest = received.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 408 Request Timeout", received
+    body = orjson.loads(rest.split(b"\r\n\r\n", 1)[1])
+    assert body["error"]["type"] == "invalid_request_error"
+    assert body["error"]["code"] == "request_timeout"
+    assert "server.body_timeout" in body["error"]["message"]
+
+
+def test_body_timeout_is_a_positive_number_of_seconds(db_dsn):
+    assert make_config(db_dsn).server.body_timeout == 30
+    with pytest.raises(ConfigError, match=r"server\.body_timeout"):
+        make_config(db_dsn, server={"body_timeout": 0})
+
+
+# --- a failure after the response has started (issue 11 item 13) ------------------------------
+
+
+@access(PUBLIC)
+async def stream_then_fail(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    await response.write(b'data: {"choices": []}\n\n')
+    raise RuntimeError(f"a bug after the first byte, {SECRET}")
+
+
+async def test_the_middleware_never_answers_on_a_response_already_started(aiohttp_client, config):
+    app = create_app(config)
+    app.router.add_get("/v1/stream-then-fail", stream_then_fail)
+    client = await aiohttp_client(app)
+    started = time.monotonic()
+    received = await _raw_exchange(client, b"GET /v1/stream-then-fail HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert received.count(b"HTTP/1.1") == 1  # no second status line inside the chunked body
+    assert b"data: " in received and SECRET.encode() not in received
+    assert time.monotonic() - started < 4  # the connection is closed, the client does not hang

@@ -84,9 +84,9 @@ async def test_a_key_disabled_on_one_instance_stops_on_the_other_within_the_cach
         f"/api/users/{user['user_id']}/status", json={"status": 0}, headers=bearer(ADMIN_KEY)
     )
     assert disabled.status == 200
-    assert (await first.get("/api/user/me", headers=key)).status == 401
+    assert (await first.get("/api/user/me", headers=key)).status == 403  # user_disabled
     clock.now += antigv.auth.CACHE_TTL + 0.1
-    assert (await second.get("/api/user/me", headers=key)).status == 401
+    assert (await second.get("/api/user/me", headers=key)).status == 403
 
 
 async def test_a_cluster_task_runs_on_one_instance_at_a_time(two_instances):

@@ -23,6 +23,7 @@ from antigv.app import create_app
 from antigv.crypto import TokenCipher, parse_key
 from antigv.errors import Unprocessable
 from antigv.tasks import TASKS
+from antigv.upstream.failures import FailureKind, UpstreamFailure
 from tests.conftest import ADMIN_KEY, bearer, create_user, make_config
 from tests.test_accounts_api import ACCOUNT_FIELDS, api_error, ok, sql
 from tests.upstream_double import SCOPES, UpstreamDouble
@@ -219,8 +220,9 @@ async def test_authorize_validation_and_owner(client, alice, bob, db_dsn):
 @pytest.mark.parametrize("path", PATHS)
 async def test_free_account_with_project(client, alice, double, db_dsn, path):
     acc = double.add_account("alice.g@example.com")
-    double.set_quota(acc, "gemini-3-pro", 0.0)  # exhausted: no remainingFraction upstream
-    double.set_quota(acc, "claude", 0.42)
+    double.set_quota(acc, "gemini", 0.0)  # exhausted: no remainingFraction upstream
+    double.set_quota(acc, "claude_gpt", 0.42)
+    double.set_quota(acc, "claude_gpt", 0.9, reset_time=5 * 86400, window="weekly")
     location = await start(client, double, alice["key"], "alice.g@example.com", is_shared=1)
     before = datetime.now(UTC)
     if path == "browser":
@@ -266,15 +268,17 @@ async def test_free_account_with_project(client, alice, double, db_dsn, path):
     assert double.requests_for("onboardUser") == []
     [models] = double.requests_for("fetchAvailableModels")
     assert models.body == {"project": acc.project}
+    [summary] = double.requests_for("retrieveUserQuotaSummary")
+    assert summary.body == {"project": acc.project}
     # Quotas are stored; a missing fraction is 0, internal models are skipped.
     stored = quotas(db_dsn)
-    assert stored["gemini-3-pro-high"]["quota"] == 0.0
-    assert stored["gemini-3-pro-high"]["quota_group"] == "gemini-3-pro"
-    assert stored["gemini-3-pro-high"]["reset_time"] is not None
-    assert stored["gemini-3-pro-low"]["quota"] == 0.0
-    assert stored["claude-sonnet-4-5"]["quota"] == pytest.approx(0.42)
-    assert stored["claude-opus-4-5-thinking"]["quota_group"] == "claude"
-    assert stored["gemini-2.5-flash"]["quota"] == 1.0
+    assert stored["gemini-pro-agent"]["quota"] == 0.0
+    assert stored["gemini-pro-agent"]["quota_group"] == "gemini"
+    assert stored["gemini-pro-agent"]["reset_time"] is not None
+    assert stored["gemini-3.1-pro-low"]["quota"] == 0.0
+    assert stored["claude-sonnet-4-6"]["quota"] == pytest.approx(0.42)
+    assert stored["claude-opus-4-6-thinking"]["quota_group"] == "claude_gpt"
+    assert stored["gemini-3.1-flash-image"]["quota"] == 1.0
     assert all(r["account_id"] == row["account_id"] and r["status"] == 1 for r in stored.values())
     assert not any(name.startswith(("chat_", "tab_")) for name in stored)
 
@@ -328,16 +332,34 @@ async def test_onboarding_that_never_finishes_is_refused(client, alice, double, 
 
 
 @pytest.mark.parametrize("path", PATHS)
-async def test_paid_account_without_project(client, alice, double, db_dsn, path):
-    double.add_account("pro@example.com", project=None, paid_tier="g1-pro-tier")
+async def test_paid_account_without_project_is_onboarded(client, alice, double, db_dsn, path):
+    # PROTOCOL §13.7: onboardUser runs for paid tiers too, with the paid tier's id.
+    acc = double.add_account("pro@example.com", project=None, paid_tier="g1-pro-tier", onboard_polls=1)
     await finish(client, path, alice["key"], await start(client, double, alice["key"], "pro@example.com"))
     [row] = accounts(db_dsn)
-    assert row["project_id"] == ""
+    assert row["project_id"] == acc.onboard_project
     assert row["tier"] == "g1-pro-tier"
-    assert double.requests_for("onboardUser") == []
+    onboard = double.requests_for("onboardUser")
+    assert len(onboard) == 2  # "not done yet", then done
+    for call in onboard:
+        assert call.body == {"tierId": "g1-pro-tier", "metadata": {"ideType": "ANTIGRAVITY"}}
     [models] = double.requests_for("fetchAvailableModels")
-    assert models.body == {"project": ""}
+    assert models.body == {"project": acc.onboard_project}
     assert quotas(db_dsn)
+
+
+async def test_paid_account_onboarding_gives_no_project(client, alice, double, db_dsn):
+    """Only when onboarding still yields none is a paid account kept without a project."""
+    double.add_account("noproj@example.com", project=None, paid_tier="g1-ultra-tier", onboard_project="")
+    await ok(
+        await manual(client, alice["key"], await start(client, double, alice["key"], "noproj@example.com"))
+    )
+    [row] = accounts(db_dsn)
+    assert (row["project_id"], row["tier"]) == ("", "g1-ultra-tier")
+    assert len(double.requests_for("onboardUser")) == 3  # two "not done yet", then done without one
+    # Unknown project: the summary is asked without one, never with "" (PROTOCOL §13.3).
+    [summary] = double.requests_for("retrieveUserQuotaSummary")
+    assert summary.body == {}
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -360,7 +382,8 @@ async def test_ineligible_but_paid_account_is_accepted(client, alice, double, db
         await manual(client, alice["key"], await start(client, double, alice["key"], "paid-kid@example.com"))
     )
     [row] = accounts(db_dsn)
-    assert (row["project_id"], row["tier"]) == ("", "g1-ultra-tier")
+    assert row["tier"] == "g1-ultra-tier"
+    assert row["project_id"] == double.account("paid-kid@example.com").onboard_project
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -744,7 +767,29 @@ class FakeUpstream:
 
     async def call(self, method: str, access_token: str, payload: dict[str, Any]) -> dict[str, Any]:
         self.calls.append((method, payload))
-        return self.replies[method].pop(0)
+        reply = self.replies[method].pop(0)
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+
+async def test_paid_account_onboarding_refused_keeps_it_without_project():
+    """PROTOCOL §13.7: a paid tier is onboarded with its own id; refused, it serves without a project."""
+    load = {"currentTier": {"id": "standard-tier"}, "paidTier": {"id": "g1-pro-tier"}}
+    refused = UpstreamFailure(FailureKind.INVALID_REQUEST, 400, "Precondition Failed")
+    upstream = FakeUpstream(loadCodeAssist=[load], onboardUser=[refused])
+    found = await oauth_module.discover_project(upstream, "token", delay=0)
+    assert found == oauth_module.Project("", "g1-pro-tier")
+    assert upstream.calls[1] == (
+        "onboardUser",
+        {"tierId": "g1-pro-tier", "metadata": {"ideType": "ANTIGRAVITY"}},
+    )
+    # Google not answering is not the account's fault: try again later.
+    upstream = FakeUpstream(
+        loadCodeAssist=[load], onboardUser=[UpstreamFailure(FailureKind.SERVER_ERROR, 503, "unavailable")]
+    )
+    with pytest.raises(oauth_module.UpstreamError):
+        await oauth_module.discover_project(upstream, "token", delay=0)
 
 
 async def test_onboarding_done_without_a_project_is_refused():

@@ -16,7 +16,7 @@ from tests.quota_helpers import insert_account, insert_usage, insert_user, open_
 
 # Recovery accrues continuously: a test that takes a second sees ~1e-4 of it.
 EPS = 2e-3
-GROUP = "claude"
+GROUP = "claude_gpt"
 
 
 async def charge(db: Database, user_id: int, amount: float, group: str = GROUP) -> float | None:
@@ -111,7 +111,7 @@ async def test_every_group_row_of_the_user_follows(db_dsn):
         user = await insert_user(db)
         await insert_account(db, user)
         await insert_account(db, user)
-        for group, amount in (("claude", 3.0), ("gemini-3-pro", 0.5), ("own-model", 4.0)):
+        for group, amount in (("claude_gpt", 3.0), ("gemini", 0.5), ("own-model", 4.0)):
             await charge(db, user, amount, group)
         await insert_account(db, user)
         rows = {
@@ -119,12 +119,12 @@ async def test_every_group_row_of_the_user_follows(db_dsn):
             for r in await sql(db, "SELECT * FROM shared_pools WHERE user_id = %(u)s", u=user)
         }
         assert {g: r["max_quota"] for g, r in rows.items()} == {
-            "claude": 6,
-            "gemini-3-pro": 6,
+            "claude_gpt": 6,
+            "gemini": 6,
             "own-model": 6,
         }
-        assert rows["claude"]["quota"] == pytest.approx(3, abs=EPS)
-        assert rows["gemini-3-pro"]["quota"] == pytest.approx(5.5, abs=EPS)
+        assert rows["claude_gpt"]["quota"] == pytest.approx(3, abs=EPS)
+        assert rows["gemini"]["quota"] == pytest.approx(5.5, abs=EPS)
         assert rows["own-model"]["quota"] == pytest.approx(2, abs=EPS)
 
 
@@ -279,24 +279,41 @@ async def test_user_pools_endpoint(client, admin):
     db = app[DB]
     alice = await create_user(client, "alice")
     bob = await create_user(client, "bob")
-    await insert_account(db, alice["user_id"])
+    first = await insert_account(db, alice["user_id"])
     await insert_account(db, alice["user_id"])
     await charge(db, alice["user_id"], 1.25)
     await charge(db, alice["user_id"], 0.5, "unlisted-model")
+    # Pools follow the family groups (PROTOCOL §13.6); their models are those upstream reported.
+    await sql(
+        db,
+        "INSERT INTO model_quotas (account_id, model_name, quota_group, quota) "
+        "VALUES (%(a)s, 'claude-sonnet-4-6', 'claude_gpt', 1), (%(a)s, 'gpt-oss-120b-medium', 'claude_gpt', 1)",
+        a=first,
+    )
 
     data = await _ok(await client.get("/api/quotas/user", headers=bearer(alice["api_key"])))
     by_group = {row["quota_group"]: row for row in data}
-    assert {"claude", "gemini-3-pro", "gemini-2.5-pro", "unlisted-model"} <= set(by_group)
-    claude = by_group["claude"]
-    assert set(claude) == {"user_id", "quota_group", "models", "quota", "max_quota", "last_recovered_at"}
+    assert {"claude_gpt", "gemini", "unlisted-model"} <= set(by_group)
+    claude = by_group["claude_gpt"]
+    assert set(claude) == {
+        "user_id",
+        "quota_group",
+        "models",
+        "patterns",
+        "quota",
+        "max_quota",
+        "last_recovered_at",
+    }
     assert claude["user_id"] == alice["user_id"]
-    assert "claude-sonnet-4-5" in claude["models"]
+    assert claude["models"] == ["claude-sonnet-4-6", "gpt-oss-120b-medium"]
+    assert claude["patterns"] == ["claude-*", "gpt-oss-*"]
     assert isinstance(claude["quota"], float) and isinstance(claude["max_quota"], float)
     assert claude["quota"] == pytest.approx(2.75, abs=EPS)
     assert claude["max_quota"] == 4
     assert claude["last_recovered_at"].endswith("Z")
     # A group without a row is full.
-    assert by_group["gemini-3-pro"]["quota"] == 4 and by_group["gemini-3-pro"]["max_quota"] == 4
+    assert by_group["gemini"]["quota"] == 4 and by_group["gemini"]["max_quota"] == 4
+    assert by_group["gemini"]["models"] == []  # nothing reported yet
     assert by_group["unlisted-model"]["models"] == ["unlisted-model"]
     assert by_group["unlisted-model"]["quota"] == pytest.approx(3.5, abs=EPS)
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from antigv.app import create_app
+from antigv.chat import CHAT
 from antigv.db import Database
 from antigv.quotas.service import QUOTAS, QuotaService
 from antigv.state import DB
@@ -22,7 +23,9 @@ from tests.conftest import bearer, create_user, make_config
 from tests.quota_helpers import insert_account, insert_usage, pool, set_pool, sql, value
 from tests.upstream_double import UpstreamDouble
 
-MODEL = "gemini-2.5-flash"  # its own quota group in the default config
+MODEL = "gemini-3-flash"
+GROUP = "gemini"  # its quota group in the default config (PROTOCOL §13.6 families)
+IMAGE_MODEL = "gemini-3.1-flash-image"  # a quota group of its own
 EPS = 2e-3
 MODEL_QUOTA_FIELDS = {
     "account_id",
@@ -154,20 +157,21 @@ async def test_account_quotas_are_read_when_stale(gateway: Gateway, admin):
     alice, alice_key = await gateway.user("alice")
     _, bob_key = await gateway.user("bob")
     account = await gateway.account(alice, "a@example.com", read=False)
-    gateway.double.set_quota("a@example.com", "claude", 0.0, reset_time=3600)
-    gateway.double.set_quota("a@example.com", "gemini-3-pro", 0.25)
+    gateway.double.set_quota("a@example.com", "claude_gpt", 0.0, reset_time=3600)
+    gateway.double.set_quota("a@example.com", "gemini", 0.25)
 
     rows = await ok(await gateway.client.get(f"/api/accounts/{account}/quotas", headers=alice_key))
     assert gateway.fetches() == 1
     by_model = {r["model_name"]: r for r in rows}
     assert all(set(r) == MODEL_QUOTA_FIELDS for r in rows)
     # An exhausted model reports only a reset time: that is 0, not 1.
-    assert by_model["claude-sonnet-4-5"]["quota"] == 0
-    assert by_model["claude-sonnet-4-5"]["quota_group"] == "claude"
-    assert by_model["gemini-3-pro-high"]["quota"] == 0.25
-    assert isinstance(by_model[MODEL]["quota"], float) and by_model[MODEL]["quota"] == 1.0
-    assert by_model[MODEL]["reset_time"].endswith("Z") and by_model[MODEL]["last_fetched_at"].endswith("Z")
-    assert by_model[MODEL]["status"] == 1
+    assert by_model["claude-sonnet-4-6"]["quota"] == 0
+    assert by_model["claude-sonnet-4-6"]["quota_group"] == "claude_gpt"
+    assert by_model["gemini-pro-agent"]["quota"] == 0.25
+    image = by_model[IMAGE_MODEL]
+    assert isinstance(image["quota"], float) and image["quota"] == 1.0 and image["quota_group"] == IMAGE_MODEL
+    assert image["reset_time"].endswith("Z") and image["last_fetched_at"].endswith("Z")
+    assert image["status"] == 1
     assert not any(name.startswith(("chat_", "tab_")) for name in by_model)
 
     # Fresh: answered from the database.
@@ -175,10 +179,10 @@ async def test_account_quotas_are_read_when_stale(gateway: Gateway, admin):
     assert gateway.fetches() == 1
     # Older than stale_after (30 s): read again.
     await sql(gateway.db, "UPDATE accounts SET quota_fetched_at = now() - interval '31 seconds'")
-    gateway.double.set_quota("a@example.com", "gemini-3-pro", 0.125)
+    gateway.double.set_quota("a@example.com", "gemini", 0.125)
     rows = await ok(await gateway.client.get(f"/api/accounts/{account}/quotas", headers=admin))
     assert gateway.fetches() == 2
-    assert {r["model_name"]: r["quota"] for r in rows}["gemini-3-pro-low"] == 0.125
+    assert {r["model_name"]: r["quota"] for r in rows}["gemini-3.1-pro-low"] == 0.125
 
     # Upstream failing: the stored read, with a message.
     await sql(gateway.db, "UPDATE accounts SET quota_fetched_at = now() - interval '31 seconds'")
@@ -240,7 +244,11 @@ async def test_an_exhausted_model_comes_back_after_its_reset(gateway: Gateway):
     # Known to be exhausted: upstream was not even asked.
     assert len(gateway.double.chat_requests) == chats_before
 
-    await asyncio.sleep((reset - datetime.now(UTC)).total_seconds() + 0.2)
+    # Past the reset (no waiting: both clocks are moved) the model is back by itself.
+    gateway.double.advance(3)
+    await sql(gateway.db, "UPDATE model_quotas SET reset_time = now() - interval '1 second'")
+    await sql(gateway.db, "UPDATE quota_windows SET reset_time = now() - interval '1 second'")  # 5h too
+    gateway.app[CHAT].router.invalidate()  # changed behind the app's back
     assert (await gateway.chat(key)).status == 200
 
 
@@ -274,7 +282,7 @@ async def test_requests_are_settled_by_a_debounced_read_off_the_request_path(gat
 
     await wait_for(settled)
     assert await value(gateway.db, "SELECT quota_consumed FROM usage_log") == pytest.approx(0.01)
-    assert (await pool(gateway.db, alice, MODEL))["quota"] == pytest.approx(1.99, abs=EPS)
+    assert (await pool(gateway.db, alice, GROUP))["quota"] == pytest.approx(1.99, abs=EPS)
 
     # A burst: reads are debounced to one per interval per account.
     started = time.monotonic()
@@ -360,7 +368,7 @@ async def test_100_concurrent_requests_against_one_pool(gateway: Gateway):
     carried = await value(gateway.db, "SELECT coalesce(sum(amount), 0) FROM quota_carry")
     assert charged + carried == pytest.approx(drop, abs=1e-9)
     assert carried == 0
-    balance = await pool(gateway.db, alice, MODEL)
+    balance = await pool(gateway.db, alice, GROUP)
     assert balance["max_quota"] == 2
     assert balance["quota"] == pytest.approx(2 - charged, abs=EPS)
     stored = await value(gateway.db, "SELECT quota FROM model_quotas WHERE model_name = %(m)s", m=MODEL)
@@ -382,7 +390,7 @@ async def test_dedicated_use_is_recorded_but_never_charged(gateway: Gateway):
     assert math.fsum(r["quota_consumed"] for r in rows) == pytest.approx(0.15)
     assert await value(gateway.db, "SELECT count(*) FROM shared_pools") == 0
     pools = await ok(await gateway.client.get("/api/quotas/user", headers=key))
-    mine = next(p for p in pools if p["quota_group"] == MODEL)
+    mine = next(p for p in pools if p["quota_group"] == GROUP)
     assert mine["quota"] == mine["max_quota"] == 2
 
 
@@ -391,17 +399,18 @@ async def test_an_empty_pool_refuses_shared_accounts_until_it_recovers(gateway: 
     alice, key = await gateway.user("alice")
     await gateway.account(owner, "shared@example.com")
     await gateway.account(alice, "alices-shared@example.com")
-    await set_pool(gateway.db, alice, MODEL, 0.0, 2.0, hours_ago=0)
+    await set_pool(gateway.db, alice, GROUP, 0.0, 2.0, hours_ago=0)
     response = await gateway.chat(key)
     err = await error(response, 429)
     assert err["code"] == "pool_exhausted"
     # Retry-After says when 1% of an account has accrued at 0.2 x max (0.4) per hour: 90 s.
     assert 80 <= int(response.headers["Retry-After"]) <= 91
     # An hour later the pool has recovered 0.4; admission counts what accrued, task or not.
-    await set_pool(gateway.db, alice, MODEL, 0.0, 2.0, hours_ago=1)
+    await set_pool(gateway.db, alice, GROUP, 0.0, 2.0, hours_ago=1)
+    gateway.app[CHAT].router.invalidate()  # changed behind the app's back
     assert (await gateway.chat(key)).status == 200
     await gateway.app[TASKS].run_once("recover_pools")
-    assert (await pool(gateway.db, alice, MODEL))["quota"] == pytest.approx(0.4, abs=EPS)
+    assert (await pool(gateway.db, alice, GROUP))["quota"] == pytest.approx(0.4, abs=EPS)
 
 
 # --- background reads ---------------------------------------------------------------
@@ -426,7 +435,12 @@ async def test_stale_accounts_are_read_in_the_background(gateway: Gateway):
         a=unsettled,
     )
     await insert_usage(
-        gateway.db, alice, unsettled, quota_group=MODEL, consumed_at=datetime.now(UTC) - timedelta(seconds=60)
+        gateway.db,
+        alice,
+        unsettled,
+        quota_group=GROUP,
+        model=MODEL,
+        consumed_at=datetime.now(UTC) - timedelta(seconds=60),
     )
     gateway.double.clear_requests()
 
@@ -463,11 +477,14 @@ async def test_consumption_lists_own_usage_newest_first(gateway: Gateway, admin)
             gateway.db,
             alice,
             account,
-            quota_group=MODEL,
+            quota_group=GROUP,
+            model=MODEL,
             total_tokens=i,
             consumed_at=base + timedelta(hours=i),
         )
-    await insert_usage(gateway.db, bob, account, quota_group=MODEL, total_tokens=7, consumed_at=base)
+    await insert_usage(
+        gateway.db, bob, account, quota_group=GROUP, model=MODEL, total_tokens=7, consumed_at=base
+    )
 
     rows = await ok(await gateway.client.get("/api/quotas/consumption", headers=alice_key))
     assert len(rows) == 100
@@ -527,6 +544,7 @@ async def test_consumption_lists_own_usage_newest_first(gateway: Gateway, admin)
 
 
 async def test_consumption_stats_per_model(gateway: Gateway, admin):
+    SERVED = "gemini-pro-agent"  # what the retired gemini-3-pro-high is served as
     alice, key = await gateway.user("alice")
     _, bob_key = await gateway.user("bob")
     account = await gateway.account(alice, "a@example.com", read=False)
@@ -536,7 +554,8 @@ async def test_consumption_stats_per_model(gateway: Gateway, admin):
             gateway.db,
             alice,
             account,
-            quota_group=MODEL,
+            quota_group=GROUP,
+            model=SERVED,
             total_tokens=t,
             consumed_at=last - timedelta(hours=t),
         )
@@ -545,31 +564,29 @@ async def test_consumption_stats_per_model(gateway: Gateway, admin):
     await insert_usage(gateway.db, alice, account, quota_group="other", total_tokens=1000)
     await sql(gateway.db, "UPDATE usage_log SET quota_consumed = 0.25 WHERE log_id = ANY(%(i)s)", i=ids[:2])
 
-    stats = await ok(await gateway.client.get(f"/api/quotas/consumption/stats/{MODEL}", headers=key))
+    stats = await ok(await gateway.client.get(f"/api/quotas/consumption/stats/{SERVED}", headers=key))
     assert stats["total_requests"] == 3
     assert stats["total_tokens"] == 60 and isinstance(stats["total_tokens"], int)
     assert stats["total_quota_consumed"] == 0.5 and isinstance(stats["total_quota_consumed"], float)
     assert stats["avg_quota_consumed"] == 0.25
     assert stats["last_used_at"] == "2025-03-10T02:00:00Z"
-    # The thinking alias is served by the same upstream model.
-    alias = await ok(
-        await gateway.client.get("/api/quotas/consumption/stats/gemini-2.5-flash-thinking", headers=key)
-    )
+    # An alias of the model (PROTOCOL §13.4) is served by the same upstream model.
+    alias = await ok(await gateway.client.get("/api/quotas/consumption/stats/gemini-3-pro-high", headers=key))
     assert alias["total_requests"] == 3
     dated = await ok(
         await gateway.client.get(
-            f"/api/quotas/consumption/stats/{MODEL}?start_date=2025-03-09T23:00:00Z", headers=key
+            f"/api/quotas/consumption/stats/{SERVED}?start_date=2025-03-09T23:00:00Z", headers=key
         )
     )
     assert dated["total_requests"] == 1
-    empty = await ok(await gateway.client.get(f"/api/quotas/consumption/stats/{MODEL}", headers=bob_key))
+    empty = await ok(await gateway.client.get(f"/api/quotas/consumption/stats/{SERVED}", headers=bob_key))
     assert (
         empty["total_requests"] == 0 and empty["total_quota_consumed"] == 0 and empty["last_used_at"] is None
     )
-    everyone = await ok(await gateway.client.get(f"/api/quotas/consumption/stats/{MODEL}", headers=admin))
+    everyone = await ok(await gateway.client.get(f"/api/quotas/consumption/stats/{SERVED}", headers=admin))
     assert everyone["total_requests"] == 3
     await error(
-        await gateway.client.get(f"/api/quotas/consumption/stats/{MODEL}?end_date=soon", headers=key), 400
+        await gateway.client.get(f"/api/quotas/consumption/stats/{SERVED}?end_date=soon", headers=key), 400
     )
 
 

@@ -123,6 +123,15 @@ async def test_create_rejects_bad_fields(client, admin):
     assert (await ok(await client.get("/api/users", headers=admin)))["total"] == 0
 
 
+async def test_create_names_an_unknown_field(client, admin):
+    for body, field in (({"nmae": "alice"}, "nmae"), ({"name": "bob", "is_admin": True}, "is_admin")):
+        response = await client.post("/api/users", json=body, headers=admin)
+        error = await api_error(response, 400, "invalid_request_error")
+        assert error["param"] == field
+        assert field in error["message"]
+    assert (await ok(await client.get("/api/users", headers=admin)))["total"] == 0
+
+
 async def test_key_is_never_shown_again(client, admin):
     user = await create_user(client)
     key = user["api_key"]
@@ -243,20 +252,20 @@ async def test_disabled_key_is_refused_at_once(client, admin):
     key, user_id = user["api_key"], user["user_id"]
     await ok(await me(client, key))  # cached as valid on this instance
     await ok(await client.put(f"/api/users/{user_id}/status", json={"status": 0}, headers=admin))
-    error = await api_error(await me(client, key), 401, "authentication_error")
-    assert error["code"] == "invalid_api_key"
+    error = await api_error(await me(client, key), 403, "permission_error")
+    assert error["code"] == "user_disabled"
     # A disabled user cannot change their own preference either.
     response = await client.put(
         f"/api/users/{user_id}/preference", json={"prefer_shared": 1}, headers=bearer(key)
     )
-    await api_error(response, 401, "authentication_error")
+    await api_error(response, 403, "permission_error")
 
 
 async def test_enabled_again_works_at_once_after_a_refusal(client, admin):
     user = await create_user(client)
     key, user_id = user["api_key"], user["user_id"]
     await ok(await client.put(f"/api/users/{user_id}/status", json={"status": 0}, headers=admin))
-    await api_error(await me(client, key), 401, "authentication_error")
+    await api_error(await me(client, key), 403, "permission_error")
     await ok(await client.put(f"/api/users/{user_id}/status", json={"status": 1}, headers=admin))
     await ok(await me(client, key))
 

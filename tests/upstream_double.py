@@ -11,13 +11,23 @@ Start it in-process::
 or standalone: ``python -m tests.upstream_double --port 8089 [--profile bench]``.
 
 Routes (PROTOCOL §9): ``POST /v1internal:{streamGenerateContent?alt=sse, generateContent,
-fetchAvailableModels, loadCodeAssist, onboardUser, countTokens}``, ``POST /token`` (form),
+fetchAvailableModels, retrieveUserQuotaSummary, loadCodeAssist, onboardUser, countTokens}``,
+``POST /token`` (form),
 ``GET /oauth2/v2/userinfo`` and ``/oauth2/v1/userinfo``, ``GET /o/oauth2/v2/auth`` (redirects
-to ``redirect_uri`` with a code queued by :meth:`UpstreamDouble.queue_login`).
+to ``redirect_uri`` with a code queued by :meth:`UpstreamDouble.queue_login`), ``GET
+/manifest/<name>.yml`` (the hub's auto-updater manifest, ``version: X.Y.Z``; PROTOCOL §13.1).
+
+Client version gate (PROTOCOL §13.12): the User-Agent is ``antigravity/hub/<v> <os>/<arch>`` or
+the older ``antigravity/<v> <os>/<arch>``; a chat for a model in ``new_models`` from a client
+below ``new_model_min_version`` (2.9.0) is a 404 "Requested entity was not found"; a chat body
+with ``"project": ""`` (and fetchAvailableModels with it) is a 400.
 
 Which reply a chat request gets, first match wins:
 
-1. ``min_version`` set and the User-Agent version is lower: the version notice (200, 0 tokens);
+0. a retired id (in ``retired_models``, not in ``models``): "<id> is no longer available. Please
+   switch to <replacement>." as reply text (200, 0 tokens; PROTOCOL §13.4);
+1. ``min_version`` (default 1.15) set and the User-Agent version is lower: the version notice
+   (200, 0 tokens);
 2. the :meth:`UpstreamDouble.script` queue (entries may be limited to an account or model);
 3. ``double.responder(ctx)`` if set and it returns a :class:`Reply`;
 4. a marker in the last user text, only when the conversation ends with a user *text* turn
@@ -57,6 +67,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import fnmatch
 import gzip
 import json
 import math
@@ -102,19 +113,30 @@ UTF8_CHUNKS = ("Grüße, ", "世界 ", "🌍🚀", " naïve café")
 TINY_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 
 CHAT_RPCS = ("streamGenerateContent", "generateContent")
-V1INTERNAL_RPCS = (*CHAT_RPCS, "fetchAvailableModels", "loadCodeAssist", "onboardUser", "countTokens")
+V1INTERNAL_RPCS = (
+    *CHAT_RPCS,
+    "fetchAvailableModels",
+    "retrieveUserQuotaSummary",
+    "loadCodeAssist",
+    "onboardUser",
+    "countTokens",
+)
 
-#: Quota groups, named like antigv.config's defaults; a model in no group is its own group.
+#: Quota groups by provider family, like antigv.config's defaults (PROTOCOL §13.6): model names
+#: or patterns, "!" leaves out; a model in no group (each image model) is its own group.
 QUOTA_GROUPS: dict[str, tuple[str, ...]] = {
-    "gemini-3-pro": ("gemini-3-pro-high", "gemini-3-pro-low"),
-    "claude": (
-        "claude-sonnet-4-5",
-        "claude-sonnet-4-5-thinking",
-        "claude-opus-4-5-thinking",
-        "gpt-oss-120b-medium",
-    ),
-    "gemini-2.5-pro": ("gemini-2.5-pro", "gemini-2.5-pro-thinking"),
+    "gemini": ("gemini-*", "!*-image"),
+    "claude_gpt": ("claude-*", "gpt-oss-*"),
 }
+#: retrieveUserQuotaSummary (PROTOCOL §13.6): group -> (bucket family, group displayName). Each
+#: family bucket has a 5-hour and a weekly window; ``quotaInfo`` of fetchAvailableModels is the 5-hour one.
+SUMMARY_BUCKETS: dict[str, tuple[str, str]] = {
+    "gemini": ("gemini", "Gemini Models"),
+    "claude_gpt": ("3p", "Claude and GPT models"),
+}
+FIVE_HOURS = "5h"
+WEEKLY = "weekly"
+WINDOW_SECONDS = {FIVE_HOURS: 5 * 3600.0, WEEKLY: 7 * 24 * 3600.0}
 
 
 def _gemini(name: str, *, thinking: bool = True, images: bool = False, **extra: Any) -> dict[str, Any]:
@@ -131,11 +153,11 @@ def _gemini(name: str, *, thinking: bool = True, images: bool = False, **extra: 
     return d
 
 
-def _claude_model(name: str, *, thinking: bool) -> dict[str, Any]:
+def _claude_model(name: str, *, thinking: bool, max_output: int = 64000) -> dict[str, Any]:
     return {
         "displayName": name,
         "maxTokens": 200000,
-        "maxOutputTokens": 64000,
+        "maxOutputTokens": max_output,
         "supportsThinking": thinking,
         "apiProvider": "API_PROVIDER_ANTHROPIC_VERTEX",
         "modelProvider": "MODEL_PROVIDER_ANTHROPIC",
@@ -143,34 +165,71 @@ def _claude_model(name: str, *, thinking: bool) -> dict[str, Any]:
 
 
 def default_models() -> dict[str, dict[str, Any]]:
-    """``fetchAvailableModels`` entries without ``quotaInfo`` (added per account)."""
+    """Today's lineup (PROTOCOL §13.4): ``fetchAvailableModels`` entries without ``quotaInfo``."""
     return {
-        "gemini-2.5-flash": _gemini("Gemini 2.5 Flash", thinkingBudget=24576, minThinkingBudget=0),
-        "gemini-2.5-flash-lite": _gemini("Gemini 2.5 Flash Lite", thinking=False),
-        "gemini-2.5-flash-thinking": _gemini("Gemini 2.5 Flash (Thinking)", thinkingBudget=24576),
-        "gemini-2.5-pro": _gemini("Gemini 2.5 Pro", thinkingBudget=32768, minThinkingBudget=128),
-        "gemini-3-pro-low": _gemini("Gemini 3 Pro (Low)", images=True, thinkingBudget=1001),
-        "gemini-3-pro-high": _gemini(
-            "Gemini 3 Pro (High)", images=True, thinkingBudget=10001, minThinkingBudget=128, recommended=True
+        "gemini-pro-agent": _gemini(
+            "Gemini 3.1 Pro (High)", images=True, thinkingLevel="high", recommended=True
         ),
-        "gemini-3-pro-image": _gemini("Gemini 3 Pro Image", images=True),
-        "gemini-3-flash": _gemini("Gemini 3 Flash", images=True),
-        "claude-sonnet-4-5": _claude_model("Claude Sonnet 4.5", thinking=False),
-        "claude-sonnet-4-5-thinking": _claude_model("Claude Sonnet 4.5 (Thinking)", thinking=True),
-        "claude-opus-4-5-thinking": _claude_model("Claude Opus 4.5 (Thinking)", thinking=True),
+        "gemini-3.1-pro-low": _gemini("Gemini 3.1 Pro (Low)", images=True, thinkingLevel="low"),
+        "gemini-3-flash": _gemini("Gemini 3 Flash", images=True, maxOutputTokens=65536),
+        "gemini-3-flash-agent": _gemini("Gemini 3 Flash (Agent)", images=True, maxOutputTokens=65536),
+        "gemini-3.1-flash-lite": _gemini("Gemini 3.1 Flash Lite", thinking=False, maxOutputTokens=65536),
+        "gemini-3.1-flash-image": _gemini(
+            "Gemini 3.1 Flash Image", thinking=False, images=True, maxTokens=131072, maxOutputTokens=32768
+        ),
+        "gemini-3.6-flash-high": _gemini("Gemini 3.6 Flash (High)", images=True, maxOutputTokens=65536),
+        "gemini-3.7-flash-high": _gemini("Gemini 3.7 Flash (High)", images=True, maxOutputTokens=65536),
+        "gemini-3.8-flash-tiered": _gemini("Gemini 3.8 Flash", images=True, maxOutputTokens=65536),
+        "claude-opus-4-6-thinking": _claude_model("Claude Opus 4.6 (Thinking)", thinking=True),
+        "claude-sonnet-4-6": _claude_model("Claude Sonnet 4.6", thinking=True),
         "gpt-oss-120b-medium": {
             "displayName": "GPT-OSS 120B (Medium)",
+            "maxTokens": 131072,
+            "maxOutputTokens": 32768,
             "supportsThinking": True,
             "apiProvider": "API_PROVIDER_OPENAI_VERTEX",
             "modelProvider": "MODEL_PROVIDER_OPENAI",
         },
-        "rev19-uic3-1p": _gemini("Gemini 2.5 Computer Use", thinking=False),
         # Internal ids a gateway must hide from /v1/models and refuse for chat.
         "chat_20706": {"displayName": "chat_20706", "isInternal": True},
         "chat_23310": {"displayName": "chat_23310", "isInternal": True},
         "tab_flash_lite_preview": {"displayName": "tab_flash_lite_preview"},
         "tab_jump_flash_lite_preview": {"displayName": "tab_jump_flash_lite_preview"},
     }
+
+
+def default_deprecated_ids() -> dict[str, str]:
+    """``deprecatedModelIds`` of fetchAvailableModels: old id -> new id (PROTOCOL §13.4)."""
+    return {
+        "gemini-3-pro-high": "gemini-pro-agent",
+        "gemini-3.1-pro-high": "gemini-pro-agent",
+        "gemini-3-pro-low": "gemini-3.1-pro-low",
+        "claude-sonnet-4-5": "claude-sonnet-4-6",
+        "claude-sonnet-4-5-thinking": "claude-sonnet-4-6",
+        "claude-opus-4-5-thinking": "claude-opus-4-6-thinking",
+    }
+
+
+def default_retired_models() -> dict[str, str]:
+    """Retired ids answered with the retirement text when asked for directly: id -> what to use."""
+    return {
+        "gemini-3-pro-high": "Gemini 3.1 Pro (High)",
+        "gemini-3-pro-low": "Gemini 3.1 Pro (Low)",
+        "gemini-3.1-pro-high": "Gemini 3.1 Pro (High)",
+        "gemini-3-pro-image": "Gemini 3.1 Flash Image",
+        "claude-sonnet-4-5": "Claude Sonnet 4.6",
+        "claude-sonnet-4-5-thinking": "Claude Sonnet 4.6",
+        "claude-opus-4-5-thinking": "Claude Opus 4.6 (Thinking)",
+        "claude-sonnet-4-6-thinking": "Claude Sonnet 4.6",
+        "gemini-3.5-flash-high": "Gemini 3.7 Flash",
+        "gemini-3.5-flash-low": "Gemini 3.7 Flash",
+        "gemini-2.5-flash": "Gemini 3 Flash",
+        "gemini-2.5-pro": "Gemini 3.1 Pro (High)",
+    }
+
+
+def retirement_text(model: str, replacement: str) -> str:
+    return f"{model} is no longer available. Please switch to {replacement}."
 
 
 def is_internal_model(model: str) -> bool:
@@ -185,11 +244,62 @@ def model_family(model: str) -> str:
     return "gemini"
 
 
+_GEMINI_VERSION_RE = re.compile(r"^gemini-(\d+)(?:\.(\d+))?-")
+
+
+def gemini_version(model: str) -> tuple[int, int] | None:
+    """``gemini-3.7-flash-high`` -> (3, 7); unversioned Gemini ids (``gemini-pro-agent``) are current."""
+    if model_family(model) != "gemini":
+        return None
+    m = _GEMINI_VERSION_RE.match(model)
+    if m is None:
+        return (3, 1)
+    return (int(m.group(1)), int(m.group(2) or 0))
+
+
+def is_image_model(model: str) -> bool:
+    return model.endswith("-image")
+
+
 def thinking_only(model: str) -> bool:
-    return model == "gemini-2.5-pro" or model.startswith("gemini-3-pro-")
+    """Models that answer ``thinkingBudget: 0`` with 400 (PROTOCOL §13.5): Gemini >= 3 Pro, newer Flash."""
+    version = gemini_version(model)
+    if version is None or is_image_model(model):
+        return False
+    if "-pro" in model or model == "gemini-pro-agent":
+        return version >= (2, 5)
+    return version >= (3, 6)
 
 
-UA_RE = re.compile(r"^antigravity/(\d+(?:\.\d+)*) ([A-Za-z0-9_]+)/([A-Za-z0-9_]+)$")
+def rejects_prefill(model: str) -> bool:
+    """A trailing model turn is a 400 for Claude and Gemini >= 3.6 (PROTOCOL §13.5)."""
+    version = gemini_version(model)
+    return model_family(model) == "claude" or (version is not None and version >= (3, 6))
+
+
+# Today's ``antigravity/hub/<v> <os>/<arch>`` and the older ``antigravity/<v> <os>/<arch>`` (PROTOCOL §13.1).
+UA_RE = re.compile(r"^antigravity/(?:hub/)?(\d+(?:\.\d+)*) ([A-Za-z0-9_]+)/([A-Za-z0-9_]+)$")
+#: PROTOCOL §13.1/§13.12: below this the upstream answers the outdated-client text ...
+OUTDATED_BELOW = "1.15"
+#: ... and 404 "Requested entity was not found" for the models marked new (``UpstreamDouble.new_models``).
+NEW_MODEL_MIN_VERSION = "2.9.0"
+#: The 2026 models of today's lineup (§13.4) that Cloud Code resolves only for clients >= 2.9.0.
+NEW_MODELS = frozenset(
+    {
+        "gemini-pro-agent",
+        "gemini-3.1-pro-low",
+        "gemini-3-flash-agent",
+        "gemini-3.1-flash-lite",
+        "gemini-3.1-flash-image",
+        "gemini-3.6-flash-high",
+        "gemini-3.7-flash-high",
+        "gemini-3.8-flash-tiered",
+        "claude-opus-4-6-thinking",
+        "claude-sonnet-4-6",
+    }
+)
+#: What the hub's auto-updater manifest (GET /manifest/<name>.yml) says by default (§13.1).
+MANIFEST_VERSION = "2.9.1"
 FUNCTION_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
 CLAUDE_TOOL_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 FORBIDDEN_SCHEMA_KEYS = frozenset({"const", "$ref", "$defs", "$schema", "default", "examples"})
@@ -414,6 +524,26 @@ def not_found_body() -> dict:
     return google_error(404, "NOT_FOUND", "Requested entity was not found.")
 
 
+def credits_exhausted_body(model: str) -> dict:
+    """429 for an account whose AI credits are spent (PROTOCOL §13.9, CPA-0822 credits)."""
+    return google_error(
+        429,
+        "RESOURCE_EXHAUSTED",
+        "Resource has been exhausted (e.g. check quota).",
+        [error_info("INSUFFICIENT_G1_CREDITS_BALANCE", {"model": model})],
+    )
+
+
+def no_capacity_503_body(model: str) -> dict:
+    """A 503 that says "no capacity" in its text only, without an ErrorInfo (PROTOCOL §13.9)."""
+    return google_error(503, "UNAVAILABLE", f"No capacity available for model {model} on the server")
+
+
+def empty_project_body() -> dict:
+    """``"project": ""`` (PROTOCOL §13.3, AGM#1939)."""
+    return google_error(400, "INVALID_ARGUMENT", "Invalid project resource name projects/")
+
+
 def invalid_argument_body(message: str, field_path: str | None = None) -> dict:
     details = None
     if field_path is not None:
@@ -457,6 +587,8 @@ ERROR_KINDS: dict[str, tuple[int, Callable[[str, float], Any]]] = {
     "banned": (403, lambda m, now: banned_body()),
     "project_invalid": (400, lambda m, now: project_invalid_body()),
     "not_found": (404, lambda m, now: not_found_body()),
+    "credits": (429, lambda m, now: credits_exhausted_body(m)),
+    "no_capacity_503": (503, lambda m, now: no_capacity_503_body(m)),
     "invalid_argument": (400, lambda m, now: invalid_argument_body("Request contains an invalid argument.")),
 }
 
@@ -882,10 +1014,13 @@ def build_context(rpc: str, account: Account, body: dict[str, Any], ua: str) -> 
     family = model_family(model)
     gen = get(request, "generationConfig") or {}
     budget, include = thinking_settings(gen)
+    version = gemini_version(model)
     if family == "claude":
         thinking = (budget is not None and budget != 0) or (budget is None and bool(include))
     else:
-        thinking = thinking_only(model) or model.startswith("gemini-3") or model.endswith("-thinking")
+        # Gemini >= 3 thinks at its own default depth without a thinkingConfig (PROTOCOL §13.5).
+        thinking = thinking_only(model) or model.endswith("-thinking")
+        thinking = thinking or (version is not None and version >= (3, 0) and not is_image_model(model))
         thinking = thinking or (budget is not None and budget != 0)
     contents = [c for c in (get(request, "contents") or []) if isinstance(c, dict)]
     last_user_text = None
@@ -940,6 +1075,29 @@ def validate_request_shape(body: dict[str, Any]) -> None:
         raise _bad("Multiple tools are supported only when they are all search tools.")
 
 
+# PROTOCOL §13.5: thinkingLevel values; Pro models take no "minimal" (CPA-0822 registry).
+THINKING_LEVELS = ("minimal", "low", "medium", "high")
+_IMAGE_REQUEST_ID_RE = re.compile(r"^image_gen/\d+/[0-9a-fA-F-]{36}/12$")
+_IMAGE_GENERATION_FIELDS = frozenset({"candidateCount", "imageConfig"})
+
+
+def validate_image_request(body: dict[str, Any]) -> None:
+    """Image models take the ``image_gen`` form only (PROTOCOL §13.3)."""
+    model = get(body, "model")
+    if get(body, "requestType") != "image_gen":
+        raise _bad(f"Model {model} only supports requestType image_gen.")
+    if not _IMAGE_REQUEST_ID_RE.match(str(get(body, "requestId") or "")):
+        raise _bad("Invalid request_id for image generation: expected image_gen/<ms>/<uuid>/12.")
+    request = get(body, "request") or {}
+    for name in ("systemInstruction", "tools", "toolConfig"):
+        if get(request, name) is not None:
+            raise _bad(f"{snake(name)} is not supported for image generation.")
+    for key in get(request, "generationConfig") or {}:
+        name = camel(key) if "_" in key else key
+        if name not in _IMAGE_GENERATION_FIELDS:
+            raise _bad(f"generation_config.{snake(name)} is not supported for image generation.")
+
+
 def validate_function_turns(contents: list[dict[str, Any]]) -> None:
     """Gemini rule: N calls answered by one user turn with N responses."""
     for i, content in enumerate(contents):
@@ -960,10 +1118,20 @@ def validate_function_turns(contents: list[dict[str, Any]]) -> None:
 
 def validate_gemini(ctx: ChatContext, signatures: dict[str, IssuedSignature], strict: bool) -> None:
     budget, _ = thinking_settings(ctx.generation_config)
+    thinking_config = get(ctx.generation_config, "thinkingConfig") or {}
+    if budget is not None and get(thinking_config, "thinkingLevel") is not None:
+        raise _bad("You can only set only one of thinking budget and thinking level.")
     if budget == 0 and thinking_only(ctx.model):
         raise _bad("Budget 0 is invalid. This model only works in thinking mode.")
+    level = get(thinking_config, "thinkingLevel")
+    pro = "-pro" in ctx.model or ctx.model == "gemini-pro-agent"
+    if level is not None and (level not in THINKING_LEVELS or (pro and level == "minimal")):
+        raise _bad(f"Thinking level {str(level).upper()} is not supported for this model.")
+    if rejects_prefill(ctx.model) and get(ctx.contents[-1], "role") == "model":
+        raise _bad("Please ensure that multiturn requests end with a user turn or a function response turn.")
     validate_function_turns(ctx.contents)
-    if not ctx.model.startswith("gemini-3"):
+    version = gemini_version(ctx.model)
+    if version is None or version < (3, 0):
         return
     # Gemini 3 checks signatures of the current turn: everything after the last user turn
     # that is not made of function responses only.
@@ -1083,6 +1251,12 @@ def parse_version(v: str) -> tuple[int, ...]:
     return tuple(int(x) for x in v.split("."))
 
 
+def ua_version(user_agent: str) -> tuple[int, ...] | None:
+    """The client version an ``antigravity/[hub/]<v> <os>/<arch>`` User-Agent reports."""
+    m = UA_RE.match(user_agent)
+    return parse_version(m.group(1)) if m else None
+
+
 # --------------------------------------------------------------------------------------
 # State
 # --------------------------------------------------------------------------------------
@@ -1104,6 +1278,8 @@ class Account:
     onboard_polls: int
     onboard_project: str
     onboard_calls: int = 0
+    # The free-tier "starter" shape (PROTOCOL §13.6): no remainingFraction for Claude/GPT, even unused.
+    starter: bool = False
     rotate_next_refresh: bool = False
     rotate_revokes_old: bool = True
 
@@ -1128,6 +1304,8 @@ class Transport:
     frame_delay: float = 0.0  # between writes
     break_after: int | None = None  # send N events and half of the next, then drop the connection
     pretty: bool = True  # pretty-print unary JSON
+    snake_case: bool = False  # parts spelled thought_signature / inline_data{mime_type} (PROTOCOL §13.8)
+    keepalive: float = 0.0  # send ": keep-alive" SSE comments this often while a delay runs
 
 
 @dataclass
@@ -1215,6 +1393,10 @@ class UpstreamDouble:
         self.client_secret = client_secret
         self.accounts: dict[str, Account] = {}
         self.models: dict[str, dict[str, Any]] = default_models()
+        # PROTOCOL §13.4: old id -> new id (listed by fetchAvailableModels) and retired id -> replacement
+        # named in the retirement text a direct request for it gets.
+        self.deprecated_ids: dict[str, str] = default_deprecated_ids()
+        self.retired_models: dict[str, str] = default_retired_models()
         self.quota_groups: dict[str, tuple[str, ...]] = dict(QUOTA_GROUPS)
         self.requests: list[RecordedRequest] = []
         self.record = True
@@ -1225,7 +1407,15 @@ class UpstreamDouble:
         self.quota_window = 5 * 3600.0  # seconds until a fresh bucket resets
         self.token_delay = 0.0  # seconds /token waits before answering
         self.check_user_agent = True
-        self.min_version: str | None = None  # e.g. "1.15.8": lower versions get the version notice
+        # Client version gate (PROTOCOL §13.1, §13.12): below min_version the outdated-client text;
+        # below new_model_min_version a 404 for the models in new_models.
+        self.min_version: str | None = OUTDATED_BELOW
+        self.new_models: set[str] = set(NEW_MODELS)
+        self.new_model_min_version = NEW_MODEL_MIN_VERSION
+        # The hub's auto-updater manifest: its version (None: 404), or a raw body / status instead.
+        self.manifest_version: str | None = MANIFEST_VERSION
+        self.manifest_body: str | None = None
+        self.manifest_status = 200
         self.strict_signatures = True  # unknown (non-issued) signatures are rejected
         self.accept_any_token = False  # unknown bearers act as a paid bench account
         self.error_array = False  # wrap v1internal error bodies in [ ... ]
@@ -1238,6 +1428,7 @@ class UpstreamDouble:
         self._codes: dict[str, str] = {}  # auth code -> email
         self._logins: list[str] = []  # emails for /o/oauth2/v2/auth redirects
         self._quota: dict[tuple[str, str], list[float]] = {}  # (email, group) -> [fraction, reset_ts]
+        self._weekly: dict[tuple[str, str], list[float]] = {}  # the same, weekly windows (PROTOCOL §13.6)
         self._costs: dict[tuple[str | None, str | None], float] = {}
         self._script: list[Scripted] = []
         self._injections: list[Injection] = []
@@ -1259,6 +1450,7 @@ class UpstreamDouble:
         app.router.add_get("/o/oauth2/v2/auth", self._authorize)
         app.router.add_get("/o/oauth2/auth", self._authorize)
         app.router.add_get("/healthz", _healthz)
+        app.router.add_get("/manifest/{name}", self._manifest)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         return app
 
@@ -1282,6 +1474,8 @@ class UpstreamDouble:
         self.quota_cost = 0.0
         self.record = False
         self.check_user_agent = False
+        self.min_version = None
+        self.new_models = set()
         self.transport = Transport(first_byte_delay=0.02, frame_delay=0.003, usage="last")
         self.responder = lambda ctx: text_reply([f"tok{i} " for i in range(20)], kind="bench")
 
@@ -1309,9 +1503,12 @@ class UpstreamDouble:
         ineligible: str | None = None,
         onboard_polls: int = 2,
         onboard_project: str | None = None,
+        starter: bool = False,
     ) -> Account:
         """``project``: default a fresh ``adj-noun-xxxxx``; ``None`` = not onboarded yet.
-        ``paid_tier`` e.g. ``"g1-pro-tier"``; ``ineligible`` e.g. ``"INELIGIBLE_ACCOUNT"``."""
+        ``paid_tier`` e.g. ``"g1-pro-tier"``; ``ineligible`` e.g. ``"INELIGIBLE_ACCOUNT"``;
+        ``onboard_project``: what onboarding assigns (default a fresh id; ``""``: none);
+        ``starter``: the free-tier quota shape without Claude/GPT fractions (PROTOCOL §13.6)."""
         acc = Account(
             email=email,
             refresh_token=refresh_token or "1//double-" + secrets.token_urlsafe(32),
@@ -1322,7 +1519,8 @@ class UpstreamDouble:
             paid_tier=paid_tier,
             ineligible=ineligible,
             onboard_polls=onboard_polls,
-            onboard_project=onboard_project or random_project_id(),
+            onboard_project=random_project_id() if onboard_project is None else onboard_project,
+            starter=starter,
         )
         self.accounts[email] = acc
         self._refresh[acc.refresh_token] = email
@@ -1390,18 +1588,36 @@ class UpstreamDouble:
     # ---------------------------------------------------------------- quota
 
     def group_of(self, model: str) -> str:
-        for group, models in self.quota_groups.items():
-            if model in models or model == group:
+        """A group's name, a model named in it, or one its patterns take ("!" leaves out)."""
+        for group, entries in self.quota_groups.items():
+            if model == group or model in entries:
+                return group
+        for group, entries in self.quota_groups.items():
+            taken = [e for e in entries if not e.startswith("!")]
+            left_out = [e[1:] for e in entries if e.startswith("!")]
+            if any(fnmatch.fnmatchcase(model, e) for e in taken) and not any(
+                fnmatch.fnmatchcase(model, e) for e in left_out
+            ):
                 return group
         return model
 
-    def _bucket(self, email: str, group: str) -> list[float]:
+    def _bucket(self, email: str, group: str, window: str = FIVE_HOURS) -> list[float]:
+        """[fraction, reset_ts] of one window; a window past its reset starts full again."""
         now = self.now()
-        bucket = self._quota.get((email, group))
+        store = self._quota if window == FIVE_HOURS else self._weekly
+        bucket = store.get((email, group))
         if bucket is None or bucket[1] <= now:
-            bucket = [1.0, now + self.quota_window]
-            self._quota[(email, group)] = bucket
+            length = self.quota_window if window == FIVE_HOURS else WINDOW_SECONDS[window]
+            bucket = [1.0, now + length]
+            store[(email, group)] = bucket
         return bucket
+
+    def _windows(self, email: str, group: str) -> list[list[float]]:
+        """The windows a chat of this group draws on: 5-hour, and weekly for a family bucket."""
+        windows = [self._bucket(email, group)]
+        if group in SUMMARY_BUCKETS:
+            windows.append(self._bucket(email, group, WEEKLY))
+        return windows
 
     def set_quota(
         self,
@@ -1409,14 +1625,18 @@ class UpstreamDouble:
         group_or_model: str,
         fraction: float,
         reset_time: float | str | datetime | None = None,
+        *,
+        window: str = FIVE_HOURS,
     ) -> None:
-        """``reset_time``: seconds from now, RFC 3339 string or datetime (default: 4h30m away)."""
+        """``reset_time``: seconds from now, RFC 3339 string or datetime (default: 4h30m away).
+        ``window``: ``"5h"`` (also fetchAvailableModels' figure) or ``"weekly"`` (summary only)."""
         acc = self.account(who)
         reset = _as_timestamp(reset_time, self.now(), 4 * 3600 + 30 * 60 + 28.06)
-        self._quota[(acc.email, self.group_of(group_or_model))] = [max(0.0, float(fraction)), reset]
+        store = self._quota if window == FIVE_HOURS else self._weekly
+        store[(acc.email, self.group_of(group_or_model))] = [max(0.0, float(fraction)), reset]
 
-    def quota(self, who: str | Account, group_or_model: str) -> float:
-        return self._bucket(self.account(who).email, self.group_of(group_or_model))[0]
+    def quota(self, who: str | Account, group_or_model: str, window: str = FIVE_HOURS) -> float:
+        return self._bucket(self.account(who).email, self.group_of(group_or_model), window)[0]
 
     def set_quota_cost(self, cost: float, *, account: str | Account | None = None, model: str | None = None):
         """Per-request cost, optionally only for one account and/or group (``quota_cost`` is global)."""
@@ -1470,8 +1690,9 @@ class UpstreamDouble:
 
         ``kind``: one of ``ERROR_KINDS`` (quota, rate_limit, capacity, capacity_503, internal,
         unauthenticated, permission_denied, validation_required, banned, project_invalid,
-        not_found, invalid_argument) or an HTTP status with ``body``. ``rpc``: ``"chat"`` (both
-        chat methods), a v1internal method name, ``"token"``, ``"userinfo"``, or a tuple.
+        not_found, credits, no_capacity_503, invalid_argument) or an HTTP status with ``body``.
+        ``rpc``: ``"chat"`` (both chat methods), a v1internal method name, ``"token"``,
+        ``"userinfo"``, or a tuple.
         """
         if isinstance(kind, str):
             status, builder = ERROR_KINDS[kind]
@@ -1598,6 +1819,27 @@ class UpstreamDouble:
             err = UpstreamError(inj.status, body, inj.headers)
             return self._error_response(rec, err, array=inj.array, event_stream=inj.event_stream)
         return None
+
+    async def _manifest(self, request: web.Request) -> web.Response:
+        """The hub's auto-updater manifest, an electron-builder YAML (PROTOCOL §13.1)."""
+        rec = await self._begin(request, "manifest")
+        if self.manifest_body is None and self.manifest_version is None:
+            rec.status = 404
+            return web.Response(status=404, text="Not Found")
+        text = self.manifest_body
+        if text is None:
+            text = (
+                f"version: {self.manifest_version}\n"
+                "files:\n"
+                f"  - url: Antigravity-{self.manifest_version}-arm64-mac.zip\n"
+                "    sha512: c2hhNTEy\n"
+                "    size: 1\n"
+                f"path: Antigravity-{self.manifest_version}-arm64-mac.zip\n"
+                "sha512: c2hhNTEy\n"
+                "releaseDate: '2026-11-20T10:00:00.000Z'\n"
+            )
+        rec.status = self.manifest_status
+        return web.Response(status=self.manifest_status, text=text, content_type="text/yaml")
 
     async def _unknown(self, request: web.Request) -> web.Response:
         rec = await self._begin(request, "unknown")
@@ -1742,6 +1984,7 @@ class UpstreamDouble:
                 "streamGenerateContent": self._chat,
                 "generateContent": self._chat,
                 "fetchAvailableModels": self._fetch_models,
+                "retrieveUserQuotaSummary": self._quota_summary,
                 "loadCodeAssist": self._load_code_assist,
                 "onboardUser": self._onboard_user,
                 "countTokens": self._count_tokens,
@@ -1756,6 +1999,8 @@ class UpstreamDouble:
         return web.Response(body=text.encode(), headers={"Content-Type": "application/json; charset=UTF-8"})
 
     def _check_project(self, account: Account, project: str | None, *, required: bool) -> None:
+        if project == "":
+            raise UpstreamError(400, empty_project_body())
         if account.paid or self.accept_any_token:
             return
         if not project and not required:
@@ -1769,13 +2014,43 @@ class UpstreamDouble:
         for name, info in self.models.items():
             entry = dict(info)
             if not name.startswith("tab_"):
-                fraction, reset = self._bucket(account.email, self.group_of(name))
+                group = self.group_of(name)
+                fraction, reset = self._bucket(account.email, group)
                 quota: dict[str, Any] = {"resetTime": rfc3339(reset)}
-                if fraction > 0:  # proto3 drops zero: exhausted = no remainingFraction
+                # Proto3 drops zero: exhausted = no remainingFraction. The free "starter" shape
+                # drops it for Claude/GPT even when unused (PROTOCOL §13.6).
+                starter = (
+                    account.starter and not account.paid and SUMMARY_BUCKETS.get(group, ("",))[0] == "3p"
+                )
+                if fraction > 0 and not starter:
                     quota = {"remainingFraction": round(fraction, 6), **quota}
                 entry["quotaInfo"] = quota
             models[name] = entry
-        return self._json(rec, {"models": models})
+        payload: dict[str, Any] = {"models": models}
+        if self.deprecated_ids:
+            payload["deprecatedModelIds"] = {
+                old: {"newModelId": new} for old, new in self.deprecated_ids.items()
+            }
+        return self._json(rec, payload)
+
+    async def _quota_summary(self, request, rec: RecordedRequest, account: Account) -> web.Response:
+        """retrieveUserQuotaSummary (PROTOCOL §13.6): a 5-hour and a weekly window per family bucket."""
+        self._check_project(account, get(rec.body, "project"), required=False)
+        groups = []
+        for group, (family, display) in SUMMARY_BUCKETS.items():
+            buckets = []
+            for window in (FIVE_HOURS, WEEKLY):
+                fraction, reset = self._bucket(account.email, group, window)
+                bucket: dict[str, Any] = {"bucketId": f"{family}-{window}", "window": window}
+                if fraction > 0:  # proto3 drops zero here too
+                    bucket["remainingFraction"] = round(fraction, 6)
+                bucket["resetTime"] = rfc3339(reset)
+                bucket["displayName"] = "5-hour limit" if window == FIVE_HOURS else "Weekly limit"
+                buckets.append(bucket)
+            groups.append(
+                {"displayName": display, "description": f"Quota shared by {display}", "buckets": buckets}
+            )
+        return self._json(rec, {"groups": groups})
 
     async def _load_code_assist(self, request, rec: RecordedRequest, account: Account) -> web.Response:
         body: dict[str, Any] = {}
@@ -1813,10 +2088,17 @@ class UpstreamDouble:
             raise UpstreamError(
                 400, google_error(400, "FAILED_PRECONDITION", "User is not eligible for the requested tier.")
             )
+        # A paid account onboards with its paid tier (PROTOCOL §13.7), anyone with an allowed tier.
+        known_tiers = {"free-tier", "standard-tier", "legacy-tier", account.paid_tier}
+        if tier_id not in known_tiers:
+            raise _bad(f"Invalid tier id: {tier_id}.")
         account.onboard_calls += 1
         op = f"operations/onboard-{account.email.split('@')[0]}"
         if account.project is None and account.onboard_calls <= account.onboard_polls:
             return self._json(rec, {"name": op, "done": False})
+        if account.project is None and not account.onboard_project:
+            # Done, but no project assigned: the account is kept without one.
+            return self._json(rec, {"name": op, "done": True, "response": {}})
         if account.project is None:
             account.project = account.onboard_project
             account.tier = tier_id
@@ -1850,8 +2132,10 @@ class UpstreamDouble:
         400: unknown field (either casing), wrong message type, empty contents, bad role, empty
         parts, bad function name, googleSearch+functions, forbidden schema keyword
         (const/$ref/$defs/$schema/default/examples), response/call count mismatch, Gemini-3 missing
-        or foreign signature in the current turn, thinkingBudget 0 on thinking-only models,
-        Claude: prefill, unsigned/foreign/mismatched thought, empty text, missing/unmatched tool
+        or foreign signature in the current turn, thinkingBudget 0 on thinking-only models (Gemini >= 3
+        Pro, Flash >= 3.6), both thinkingBudget and thinkingLevel, a trailing model turn on Gemini >= 3.6,
+        image models not in the ``image_gen`` form (PROTOCOL §13.3), maxOutputTokens above the model's
+        limit (§13.5), Claude: prefill, unsigned/foreign/mismatched thought, empty text, missing/unmatched tool
         ids, budget < 1024, maxOutputTokens <= budget, topP < 0.95 with thinking, final model
         turn with calls not starting with a signed thought. 403 project. 404 model.
         """
@@ -1861,11 +2145,32 @@ class UpstreamDouble:
                 f"Unsupported client: User-Agent must look like antigravity/<version> <os>/<arch>, got {ctx_ua!r}"
             )
         model = get(body, "model")
-        if not isinstance(model, str) or model not in self.models or is_internal_model(model):
+        retired = isinstance(model, str) and model in self.retired_models and model not in self.models
+        known = isinstance(model, str) and model in self.models and not is_internal_model(model)
+        if not (known or retired):
             raise UpstreamError(404, not_found_body())
+        version = ua_version(ctx_ua)
+        if (
+            model in self.new_models
+            and version is not None
+            and version < parse_version(self.new_model_min_version)
+        ):
+            raise UpstreamError(404, not_found_body())  # the version gate of PROTOCOL §13.1
         self._check_project(account, get(body, "project"), required=True)
         validate_request_shape(body)
+        if is_image_model(model):
+            validate_image_request(body)
+        limit = (self.models.get(model) or {}).get("maxOutputTokens")
+        requested = get(get(get(body, "request"), "generationConfig"), "maxOutputTokens")
+        if isinstance(limit, int) and isinstance(requested, int) and requested > limit:
+            # PROTOCOL §13.5: more than the model's limit is a 400.
+            raise _bad(
+                f"Unable to submit request because it has a maxOutputTokens value of {requested} but the "
+                f"supported range is from 1 (inclusive) to {limit + 1} (exclusive). Update the value and try again."
+            )
         ctx = build_context(rec.rpc, account, body, ctx_ua)
+        if retired:  # answered with the retirement text (see _choose_reply)
+            return ctx
         if ctx.family == "claude":
             validate_claude(ctx, self.signatures, self.strict_signatures)
         else:
@@ -1880,12 +2185,15 @@ class UpstreamDouble:
         ctx = self._validate_chat(rec, account, ua)
         # Quota.
         group = self.group_of(ctx.model)
-        bucket = self._bucket(account.email, group)
-        if bucket[0] <= 0:
-            raise UpstreamError(429, quota_exhausted_body(ctx.model, bucket[1] - self.now(), self.now()))
+        windows = self._windows(account.email, group)
+        exhausted = [w for w in windows if w[0] <= 0]
+        if exhausted:  # usable only while every window is open; back at the later reset (§13.6)
+            reset = max(w[1] for w in exhausted)
+            raise UpstreamError(429, quota_exhausted_body(ctx.model, reset - self.now(), self.now()))
         reply, transport = self._choose_reply(ctx)
-        if reply.kind != "version":
-            bucket[0] = max(0.0, round(bucket[0] - self._cost(account.email, group), 9))
+        if reply.kind not in ("version", "retired"):
+            for window in windows:
+                window[0] = max(0.0, round(window[0] - self._cost(account.email, group), 9))
         frames = self._render(reply, ctx, transport)
         rec.reply_kind = reply.kind
         if stream:
@@ -1894,9 +2202,12 @@ class UpstreamDouble:
 
     def _choose_reply(self, ctx: ChatContext) -> tuple[Reply, Transport]:
         transport = self.transport
+        if ctx.model in self.retired_models and ctx.model not in self.models:
+            text = retirement_text(ctx.model, self.retired_models[ctx.model])
+            return Reply("retired", [[text_part(text)]], "STOP", usage={}), transport
         if self.min_version:
-            m = UA_RE.match(ctx.user_agent)
-            if m and parse_version(m.group(1)) < parse_version(self.min_version):
+            version = ua_version(ctx.user_agent)
+            if version is not None and version < parse_version(self.min_version):
                 return version_notice_reply(), transport
         for entry in self._script:
             if entry.email not in (None, ctx.account.email) or entry.model not in (None, ctx.model):
@@ -2059,6 +2370,11 @@ class UpstreamDouble:
             frames.append(make([{"text": ""}], reply.finish_reason, use))
         if n and usage_mode == "separate":
             frames.append(make(None, use=usage(n - 1), candidates=False))
+        if transport.snake_case:
+            for frame in frames:
+                for cand in frame["response"].get("candidates", ()):
+                    for part in cand.get("content", {}).get("parts", ()):
+                        _snake_case_part(part)
         return frames
 
     async def _send_stream(
@@ -2098,7 +2414,11 @@ class UpstreamDouble:
             await resp.prepare(request)
             for i, (data, sent) in enumerate(writes):
                 delay = tr.first_frame_delay if i == 0 else tr.frame_delay
-                if delay:
+                while delay > 0 and tr.keepalive > 0:  # comments only: not progress (issue 11 item 23)
+                    await asyncio.sleep(min(delay, tr.keepalive))
+                    delay -= tr.keepalive
+                    await send(b": keep-alive" + eol + eol)
+                if delay > 0:
                     await asyncio.sleep(delay)
                 for j, piece in enumerate(_split_bytes(data, tr.split)):
                     if j and tr.split_pause:
@@ -2211,6 +2531,15 @@ def _with_claude_thinking(reply: Reply) -> Reply:
     return Reply(
         reply.kind, head.frames[:-1] + reply.frames, reply.finish_reason, reply.usage, reply.response_id
     )
+
+
+def _snake_case_part(part: dict[str, Any]) -> None:
+    """The proto field names of a response part, as some replies spell them (PROTOCOL §13.8)."""
+    if "thoughtSignature" in part:
+        part["thought_signature"] = part.pop("thoughtSignature")
+    if "inlineData" in part:
+        inline = part.pop("inlineData")
+        part["inline_data"] = {("mime_type" if k == "mimeType" else k): v for k, v in inline.items()}
 
 
 def _split_bytes(data: bytes, pieces: int) -> list[bytes]:

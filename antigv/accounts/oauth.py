@@ -45,7 +45,8 @@ from ..errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from ..quotas.reads import QuotaReading, parse_quota_readings, store_params
+from ..quotas.fetch import UpstreamQuotas, fetch_quotas
+from ..quotas.reads import store_params, window_params
 from ..state import CONFIG, DB, HTTP
 from ..upstream.client import UPSTREAM, UpstreamClient
 from ..upstream.failures import FailureKind, UpstreamFailure
@@ -220,15 +221,20 @@ async def exchange_code(http: aiohttp.ClientSession, oauth: OAuthConfig, code: s
     try:
         body = await request_token(http, oauth, form)
     except AccountRevoked as exc:
+        log.warning("oauth_exchange_failed", status=exc.status, error=exc.oauth_error)
         raise InvalidRequest(
             f"Google rejected the authorization code ({_echo(exc.reason)}); " + RESTART_HINT,
             code="oauth_code_rejected",
         ) from None
     except RefreshFailed as exc:
-        if isinstance(exc.__cause__, aiohttp.ClientError | TimeoutError):
+        # The cause, never the code or a token: the network error, or status and Google's error code.
+        cause = exc.__cause__
+        if isinstance(cause, aiohttp.ClientError | TimeoutError):
+            log.warning("oauth_exchange_failed", network_error=f"{type(cause).__name__}: {cause}"[:300])
             raise UpstreamError(
                 "Google's token endpoint could not be reached; " + RESTART_HINT, code="oauth_unreachable"
             ) from None
+        log.warning("oauth_exchange_failed", status=exc.status, error=exc.oauth_error)
         detail = exc.message.removeprefix("token refresh failed:").strip()
         raise InvalidRequest(
             f"the authorization code could not be exchanged ({_echo(detail)}); " + RESTART_HINT,
@@ -348,8 +354,10 @@ async def discover_project(
     """The account's project and tier, onboarding it when needed; rejects what cannot serve.
 
     Policy (PROTOCOL §7.3): paid = ``paidTier.id`` without "free"; ``INELIGIBLE_ACCOUNT``
-    and not paid: rejected; no project and not paid, even after onboarding: rejected;
-    paid without a project: stored with ``project_id = ''``.
+    and not paid: rejected. No project from ``loadCodeAssist``: ``onboardUser`` runs, paid
+    tiers included, with the paid tier id or the default allowed tier (PROTOCOL §13.7).
+    Still none: not paid is rejected; paid is stored with ``project_id = ''`` (its chats
+    then carry no project).
     """
     polls = ONBOARD_MAX_POLLS if polls is None else polls
     delay = ONBOARD_POLL_DELAY if delay is None else delay
@@ -372,10 +380,17 @@ async def discover_project(
     project = _project_id(load.get("cloudaicompanionProject"))
     if project:
         return Project(project, tier or _onboarding_tier(load))
+    tier = paid_tier if paid else _onboarding_tier(load)
+    try:
+        project = await _onboard(upstream, access_token, tier, polls, delay)
+    except Unprocessable as exc:
+        if not paid:
+            raise
+        # Refused or never finished: a paid account still serves without a project.
+        log.warning("paid_account_not_onboarded", tier=tier, code=exc.code)
+        project = ""
     if paid:
-        return Project("", tier)
-    tier = _onboarding_tier(load)
-    project = await _onboard(upstream, access_token, tier, polls, delay)
+        return Project(project, tier)
     if not project:
         code, message = ineligible[0] if ineligible else ("NO_PROJECT_AND_FREE_TIER", "")
         raise Unprocessable(
@@ -389,15 +404,18 @@ async def discover_project(
 
 async def read_quotas(
     upstream: UpstreamClient, access_token: str, project_id: str, groups: QuotasConfig
-) -> list[QuotaReading] | None:
-    """The account's model quotas; None when the read failed (the account is still added,
-    and the background loop reads them later)."""
+) -> UpstreamQuotas | None:
+    """The account's model quotas and windows; None when the read failed (the account is
+    still added, and the background loop reads them later)."""
     try:
-        data = await upstream.available_models(access_token, project_id)
+        fetched = await fetch_quotas(upstream, access_token, project_id, groups)
     except UpstreamFailure as failure:
         log.warning("onboarding_quota_read_failed", kind=failure.kind.value, status=failure.status)
         return None
-    return parse_quota_readings(data, groups)
+    if fetched.summary_failure is not None:
+        failure = fetched.summary_failure
+        log.warning("onboarding_quota_summary_failed", kind=failure.kind.value, status=failure.status)
+    return fetched
 
 
 # --- the callback ------------------------------------------------------------------------
@@ -419,7 +437,8 @@ async def _store(
     email: str,
     sealed: dict[str, Any],
     project: Project | None,
-    readings: list[QuotaReading] | None,
+    quotas: UpstreamQuotas | None,
+    groups: QuotasConfig,
 ) -> tuple[int, bool]:
     """One transaction: a new account and its quotas, or new tokens for the caller's own.
 
@@ -435,14 +454,19 @@ async def _store(
                 is_shared=grant.is_shared,
                 project_id=project.project_id,
                 tier=project.tier,
-                quotas_read=readings is not None,
+                quotas_read=quotas is not None,
                 **sealed,
             )
             if row is not None:
-                if readings:
-                    await tx.execute(
-                        "store_quota_read", **store_params(row["account_id"], readings, datetime.now(UTC))
-                    )
+                if quotas is not None:
+                    account_id, read_at = row["account_id"], datetime.now(UTC)
+                    readings = quotas.readings(groups, project.tier)
+                    if readings:
+                        await tx.execute("store_quota_read", **store_params(account_id, readings, read_at))
+                    if quotas.windows:
+                        await tx.execute(
+                            "store_quota_windows", **window_params(account_id, quotas.windows, read_at)
+                        )
                 return row["account_id"], True
         # Already there (checked before, or inserted by a concurrent callback meanwhile).
         existing = await tx.one("lock_account_by_email", email=email)
@@ -473,11 +497,12 @@ async def finish(app: web.Application, params: CallbackParams, *, owner_id: int 
     known = await db.one("account_owner_by_email", email=email)
     if known is not None and known["user_id"] != grant.user_id:
         raise _owned_elsewhere(email)
-    project = readings = None
+    project = quotas = None
+    groups = app[CONFIG].quotas
     if known is None:
         upstream = app[UPSTREAM]
         project = await discover_project(upstream, access_token)
-        readings = await read_quotas(upstream, access_token, project.project_id, app[CONFIG].quotas)
+        quotas = await read_quotas(upstream, access_token, project.project_id, groups)
     cipher = app[TOKENS].cipher
     sealed = {
         "refresh_token": cipher.seal(tokens["refresh_token"]),
@@ -485,7 +510,7 @@ async def finish(app: web.Application, params: CallbackParams, *, owner_id: int 
         "expires_at": expiry(tokens),
     }
     try:
-        account_id, created = await _store(db, grant, email, sealed, project, readings)
+        account_id, created = await _store(db, grant, email, sealed, project, quotas, groups)
     except psycopg2.errors.ForeignKeyViolation:
         raise InvalidRequest("the user who started this authorisation no longer exists") from None
     row = await db.one("get_account", account_id=account_id, user_id=None)

@@ -39,23 +39,22 @@ class Ranking:
 
 
 def _blocked_until(row: Mapping[str, Any], now: datetime) -> datetime | None:
-    """When an exhausted or cooling-down account comes back; None if usable now."""
-    until = row.get("cooldown_until")
-    if until is not None and until > now:
-        return until
+    """When an exhausted or cooling-down account comes back (the latest of its reasons);
+    None if usable now."""
+    reasons = [row.get("cooldown_until")]
+    # Exhausted until its reset time; past it, the model comes back by itself. A reset
+    # nobody told us about is looked at again in an hour.
     quota = row.get("quota")
-    reset = row.get("reset_time")
     if quota is not None and quota <= 0:
-        # Exhausted until its reset time; past it, the model comes back by itself.
-        if reset is None:
-            return now + timedelta(hours=1)
-        if reset > now:
-            return reset
+        reasons.append(row.get("reset_time") or now + timedelta(hours=1))
+    # Every window of the model's family bucket must be above 0 (PROTOCOL §13.6).
+    if row.get("window_exhausted"):
+        reasons.append(row.get("window_reset") or now + timedelta(hours=1))
     token_expired = row.get("access_token_expires_at") is None or row["access_token_expires_at"] <= now
-    retry_refresh = row.get("refresh_retry_at")
-    if token_expired and retry_refresh is not None and retry_refresh > now:
-        return retry_refresh
-    return None
+    if token_expired:
+        reasons.append(row.get("refresh_retry_at"))
+    latest = max((r for r in reasons if r is not None), default=None)
+    return latest if latest is not None and latest > now else None
 
 
 def _affinity(session_key: str, account_id: int) -> bytes:
@@ -71,8 +70,11 @@ def rank_candidates(
     inflight: Mapping[int, int],
     session_key: str = "",
     exclude: frozenset[int] = frozenset(),
+    pool_reserved: float = 0.0,
     now: datetime | None = None,
 ) -> Ranking:
+    """``pool_reserved``: what this instance already admitted on the caller's pool for this
+    quota group and nobody charged yet (quotas/reservations.py); admission counts it spent."""
     now = now or datetime.now(UTC)
     # Dedicated (own, unshared) accounts first unless the user prefers the pool.
     tiers: tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]] = ([], [])
@@ -82,12 +84,14 @@ def rank_candidates(
         if row["account_id"] in exclude or row.get("quota_status", 1) == 0:
             continue
         # Shared accounts draw on the caller's pool (the admin has none to draw on).
-        if row["is_shared"] and user_id is not None and row["pool_quota"] < POOL_ADMISSION_MIN:
-            # A pool of size 0 never refills: such accounts are not the caller's to use.
-            if row["pool_max"] > 0:
-                rate = RECOVERY_PER_HOUR * row["pool_max"] / 3600
-                pool_wait = (POOL_ADMISSION_MIN - row["pool_quota"]) / rate
-            continue
+        if row["is_shared"] and user_id is not None:
+            balance = row["pool_quota"] - pool_reserved
+            if balance < POOL_ADMISSION_MIN:
+                # A pool of size 0 never refills: such accounts are not the caller's to use.
+                if row["pool_max"] > 0:
+                    rate = RECOVERY_PER_HOUR * row["pool_max"] / 3600
+                    pool_wait = (POOL_ADMISSION_MIN - balance) / rate
+                continue
         blocked = _blocked_until(row, now)
         if blocked is not None:
             earliest = blocked if earliest is None else min(earliest, blocked)
@@ -143,16 +147,24 @@ class AccountRouter:
     candidate rows of recent requests.
 
     Reusing a candidate list for ``cache_ttl`` seconds takes the account query off
-    most requests (it was the largest cost of the hot path). This process drops the
-    cache whenever it changes an account (cooldown, disable, token refresh); changes
-    made by other instances are seen within ``cache_ttl``.
+    most requests (it was the largest cost of the hot path). Every query that changes
+    what the list holds is marked ``-- invalidates: account_candidates`` in ``sql/``,
+    and the database layer drops this cache once such a change commits, so this
+    process's next request sees its own changes at once, whichever code made them.
+    Changes made by other instances are seen within ``cache_ttl``.
     """
+
+    TOPIC = "account_candidates"
 
     def __init__(self, db: Database, cache_ttl: float = 0.0) -> None:
         self._db = db
         self._cache_ttl = cache_ttl
         self._cache: dict[tuple, tuple[float, list[dict[str, Any]]]] = {}
+        # Bumped by every invalidation: a read that overlapped one is not cached,
+        # since it may have seen the database from before the change.
+        self._generation = 0
         self.inflight: dict[int, int] = {}
+        db.watch(self.TOPIC, self.invalidate)
 
     async def candidates(self, principal: Principal, model: str, quota_group: str) -> list[dict[str, Any]]:
         key = (principal.user_id, principal.is_admin, model, quota_group)
@@ -160,6 +172,7 @@ class AccountRouter:
         cached = self._cache.get(key)
         if cached is not None and now - cached[0] < self._cache_ttl:
             return cached[1]
+        generation = self._generation
         rows = await self._db.all(
             "account_candidates",
             model=model,
@@ -167,13 +180,14 @@ class AccountRouter:
             user_id=principal.user_id,
             is_admin=principal.is_admin,
         )
-        if self._cache_ttl > 0:
+        if self._cache_ttl > 0 and generation == self._generation:
             if len(self._cache) > _CACHE_ENTRIES:
                 self._cache.clear()
             self._cache[key] = (now, rows)
         return rows
 
     def invalidate(self) -> None:
+        self._generation += 1
         self._cache.clear()
 
     def acquire(self, account_id: int) -> None:

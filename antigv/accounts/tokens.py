@@ -1,13 +1,19 @@
 """Access tokens: refreshed ahead of expiry, at most one refresh per account at a time.
 
 In-process, concurrent callers share one refresh future. Across instances, the
-refresh runs under a row lock (``SELECT ... FOR UPDATE``): an instance that
-waited on the lock finds the token already fresh and uses it.
+refresh runs under a lease on the account row (``refresh_lease_until``, taken by
+a conditional UPDATE and cleared when the outcome is stored): an instance that
+finds the lease taken waits for the token the holder stores and uses it.
+
+No database connection is held while Google answers (issue 11 item 16): a slow
+token endpoint must not take the pool from unrelated requests and readiness.
+Every statement here is short; the wait for another instance's refresh polls.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,10 +36,19 @@ HOT_PATH_SKEW = timedelta(seconds=60)
 _BACKOFF_BASE = 30.0
 _BACKOFF_MAX = 1800.0
 _TOKEN_TIMEOUT = aiohttp.ClientTimeout(total=20)
+# Longer than a token request can take (_TOKEN_TIMEOUT): a lease whose holder died runs out.
+REFRESH_LEASE = 30.0
+# While another instance holds the lease: first look again after this long, then less often.
+LEASE_POLL_FIRST = 0.05
+LEASE_POLL_MAX = 1.0
 
 
 class AccountRevoked(Exception):
     """The refresh token is dead (``invalid_grant``): the account must be disabled."""
+
+    # What the token endpoint answered, for the log: HTTP status and OAuth error code.
+    status: int | None = None
+    oauth_error: str = ""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -42,6 +57,10 @@ class AccountRevoked(Exception):
 
 class RefreshFailed(UpstreamError):
     """A transient refresh failure: try another account, retry this one later."""
+
+    # As AccountRevoked's; both None/"" when the endpoint could not be reached.
+    status: int | None = None
+    oauth_error: str = ""
 
 
 async def request_token(
@@ -65,9 +84,13 @@ async def request_token(
         return body
     error = str(body.get("error", ""))
     description = str(body.get("error_description", "")) or f"HTTP {status}"
+    failure: AccountRevoked | RefreshFailed
     if error in ("invalid_grant", "unauthorized_client", "invalid_client") and status in (400, 401):
-        raise AccountRevoked(f"{error}: {description}")
-    raise RefreshFailed(f"token refresh failed: {error or status} {description}".strip())
+        failure = AccountRevoked(f"{error}: {description}")
+    else:
+        failure = RefreshFailed(f"token refresh failed: {error or status} {description}".strip())
+    failure.status, failure.oauth_error = status, error[:100]
+    raise failure
 
 
 def expiry(body: dict[str, Any], now: datetime | None = None) -> datetime:
@@ -128,7 +151,7 @@ class TokenManager:
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._inflight[account_id] = future
         try:
-            token = await self._refresh_locked(account_id, stale, ahead)
+            token = await self._refresh_leased(account_id, stale, ahead)
             future.set_result(token)
             return token
         except BaseException as exc:
@@ -138,48 +161,74 @@ class TokenManager:
         finally:
             del self._inflight[account_id]
 
-    async def _refresh_locked(self, account_id: int, stale: str, ahead: timedelta) -> str:
-        failure: AccountRevoked | RefreshFailed | None = None
-        async with self._db.transaction() as tx:
-            row = await tx.one("lock_account_tokens", account_id=account_id)
-            if row is None or row["status"] != 1:
-                raise RefreshFailed("account is no longer available")
-            now = datetime.now(UTC)
-            expires_at = row["access_token_expires_at"]
-            fresh = expires_at is not None and expires_at - now > ahead
-            if fresh and row["access_token"] and row["access_token"] != stale:
-                return self.open(row["access_token"])
-            try:
-                body = await request_token(
-                    self._http,
-                    self._oauth,
-                    {"grant_type": "refresh_token", "refresh_token": self.open(row["refresh_token"])},
-                )
-            except (AccountRevoked, RefreshFailed) as exc:
-                failure = exc
-            else:
-                rotated = body.get("refresh_token")
-                await tx.execute(
-                    "store_refreshed_tokens",
-                    account_id=account_id,
-                    access_token=self._cipher.seal(body["access_token"]),
-                    expires_at=expiry(body, now),
-                    refresh_token=self._cipher.seal(rotated) if rotated else None,
-                )
-                log.info("token_refreshed", account_id=account_id, rotated=bool(rotated))
-                self._notify(account_id, "ok")
-                return body["access_token"]
-        # Outcomes are written after the lock's transaction, which has nothing to keep.
-        if isinstance(failure, AccountRevoked):
-            await self._db.execute("disable_account", account_id=account_id, reason=failure.reason)
-            log.warning("account_disabled", account_id=account_id, reason=failure.reason)
+    async def _refresh_leased(self, account_id: int, stale: str, ahead: timedelta) -> str:
+        lease, token = await self._lease(account_id, stale, ahead)
+        if token is not None:
+            return token
+        assert lease is not None
+        try:
+            body = await request_token(
+                self._http,
+                self._oauth,
+                {"grant_type": "refresh_token", "refresh_token": self.open(lease["refresh_token"])},
+            )
+        except AccountRevoked as exc:
+            # Both outcome statements clear the lease as well.
+            await self._db.execute("disable_account", account_id=account_id, reason=exc.reason)
+            log.warning("account_disabled", account_id=account_id, reason=exc.reason)
             self._notify(account_id, "revoked")
-        else:
+            raise
+        except RefreshFailed:
             self._notify(account_id, "failed")
-            backoff = min(_BACKOFF_MAX, _BACKOFF_BASE * 2 ** min(row["refresh_failures"], 6))
+            backoff = min(_BACKOFF_MAX, _BACKOFF_BASE * 2 ** min(lease["refresh_failures"], 6))
             await self._db.execute("note_refresh_failure", account_id=account_id, backoff=backoff)
             log.warning("token_refresh_failed", account_id=account_id, retry_in=backoff)
-        raise failure
+            raise
+        except BaseException:
+            # Cancelled (or broken) mid-call: let the next caller, here or elsewhere, try at once.
+            # If even that fails, the lease runs out by itself.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._db.execute("release_refresh_lease", account_id=account_id))
+            raise
+        rotated = body.get("refresh_token")
+        await self._db.execute(
+            "store_refreshed_tokens",
+            account_id=account_id,
+            access_token=self._cipher.seal(body["access_token"]),
+            expires_at=expiry(body),
+            refresh_token=self._cipher.seal(rotated) if rotated else None,
+        )
+        log.info("token_refreshed", account_id=account_id, rotated=bool(rotated))
+        self._notify(account_id, "ok")
+        return body["access_token"]
+
+    async def _lease(
+        self, account_id: int, stale: str, ahead: timedelta
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """Take the account's refresh lease: ``(lease row, None)``; or, when another caller
+        refreshed it meanwhile, ``(None, its token)``. Waits while another instance holds it."""
+        poll = LEASE_POLL_FIRST
+        while True:
+            row = await self._db.one("take_refresh_lease", account_id=account_id, lease=REFRESH_LEASE)
+            if row is not None:
+                if self._fresh(row, stale, ahead):
+                    await self._db.execute("release_refresh_lease", account_id=account_id)
+                    return None, self.open(row["access_token"])
+                return row, None
+            state = await self._db.one("account_token_state", account_id=account_id)
+            if state is None or state["status"] != 1:
+                raise RefreshFailed("account is no longer available")
+            if self._fresh(state, stale, ahead):
+                return None, self.open(state["access_token"])
+            await asyncio.sleep(poll)
+            poll = min(LEASE_POLL_MAX, poll * 2)
+
+    @staticmethod
+    def _fresh(row: dict[str, Any], stale: str, ahead: timedelta) -> bool:
+        """Someone else refreshed it: the stored token is another one, and still valid."""
+        expires_at = row["access_token_expires_at"]
+        valid = expires_at is not None and expires_at - datetime.now(UTC) > ahead
+        return valid and bool(row["access_token"]) and row["access_token"] != stale
 
 
 TOKENS = web.AppKey("tokens", TokenManager)

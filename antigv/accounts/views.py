@@ -18,6 +18,8 @@ ACCOUNT_FIELDS = (
     "last_used_at",
     "created_at",
     "updated_at",
+    # Where the owner re-verifies an account Google asked to validate (PROTOCOL §13.9); else None.
+    "validation_url",
 )
 
 

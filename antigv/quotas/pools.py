@@ -15,6 +15,7 @@ right (migration 0004):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import structlog
@@ -30,9 +31,18 @@ log = structlog.get_logger(__name__)
 RECOVERY_PER_HOUR = 0.2
 
 
-def group_models(groups: QuotasConfig, group: str) -> list[str]:
-    """The models of a quota group (a model in no group is its own group)."""
-    return list(groups.groups.get(group, [group]))
+def group_models(groups: QuotasConfig, group: str, known: Iterable[str] = ()) -> list[str]:
+    """The models of a quota group: those it names, and those of ``known`` (models upstream
+    reported) its patterns take. A model in no group is its own group."""
+    return sorted({*groups.named_models(group), *(m for m in known if groups.group_of(m) == group)})
+
+
+async def account_group_models(db: Database, groups: QuotasConfig, account_id: int, model: str) -> list[str]:
+    """``model`` and the other models of its quota group the account's last read reported:
+    one bucket serves them all (PROTOCOL §13.6), so a 429 parks them together."""
+    group = groups.group_of(model)
+    rows = await db.all("quota_group_models", account_id=account_id, quota_group=group)
+    return [model, *(m for m in group_models(groups, group, (r["model_name"] for r in rows)) if m != model)]
 
 
 async def user_pools(db: Database, groups: QuotasConfig, user_id: int) -> list[dict[str, Any]] | None:
@@ -46,6 +56,7 @@ async def user_pools(db: Database, groups: QuotasConfig, user_id: int) -> list[d
     if summary is None:
         return None
     rows = {row["quota_group"]: row for row in await db.all("pool_rows_of_user", user_id=user_id)}
+    known = [row["model_name"] for row in await db.all("quota_known_models")]
     names = list(groups.groups)
     for extra in sorted({*summary["shared_groups"], *rows} - set(names)):
         names.append(extra)
@@ -64,7 +75,9 @@ async def user_pools(db: Database, groups: QuotasConfig, user_id: int) -> list[d
             {
                 "user_id": row["user_id"],
                 "quota_group": group,
-                "models": group_models(groups, group),
+                "models": group_models(groups, group, known),
+                # What the configuration says (names and patterns, PROTOCOL §13.6 families).
+                "patterns": list(groups.groups.get(group, [group])),
                 "quota": float(row["quota"]),
                 "max_quota": float(row["max_quota"]),
                 "last_recovered_at": row["last_recovered_at"],

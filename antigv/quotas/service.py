@@ -1,5 +1,7 @@
 """Reading model quotas from upstream: on demand, after requests, and when stale.
 
+A read is ``fetchAvailableModels`` plus ``retrieveUserQuotaSummary`` (quotas/fetch.py).
+
 No request ever waits on a quota read. After a usage batch is written, each
 account in it gets a read scheduled (debounced: at most one read per account
 per ``interval`` seconds, the first one ``min_delay`` after the batch), run as
@@ -16,14 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from aiohttp import web
 
+from ..accounts.oauth import discover_project
 from ..accounts.tokens import TOKENS, AccountRevoked, RefreshFailed, TokenManager
+from ..catalogue import CATALOGUE
 from ..config import QuotasConfig
 from ..crypto import TokenCipherError
 from ..db import Database
@@ -33,7 +37,9 @@ from ..tasks import cancel_and_wait
 from ..upstream.client import UPSTREAM, UpstreamClient
 from ..upstream.failures import UpstreamFailure
 from ..usage import USAGE, UsageRecord
-from .reads import parse_quota_readings
+from .fetch import fetch_quotas
+from .reads import is_free_tier, window_from_row
+from .reservations import RESERVATIONS
 from .settlement import Settlement, settle_read
 
 log = structlog.get_logger(__name__)
@@ -48,6 +54,8 @@ BACKGROUND_STALE_AFTER = 300.0
 SETTLE_AFTER = 30.0
 # An account whose read failed is not read again in the background for this long.
 FAILURE_BACKOFF = 300.0
+# An account without a project asks onboardUser again at most this often (seconds).
+ONBOARD_RECHECK = 600.0
 STALE_BATCH = 100
 STALE_CONCURRENCY = 8
 
@@ -73,8 +81,16 @@ class QuotaService:
         self._waiting: set[int] = set()
         self._last_started: dict[int, float] = {}
         self._failed_until: dict[int, float] = {}
+        self._summary_failing: set[int] = set()
+        self._onboard_checked: dict[int, float] = {}  # account id -> monotonic time
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+        # Called with (account id, fetchAvailableModels answer) after each read: the model
+        # catalogue learns from reads already made (PROTOCOL §13.11).
+        self.model_listeners: list[Callable[[int, Mapping[str, Any]], None]] = []
+        # Called with (account id, read_at) once a read is stored: the requests written by
+        # then are charged (pool reservations end with it).
+        self.settle_listeners: list[Callable[[int, datetime], None]] = []
 
     # --- one read ------------------------------------------------------------
 
@@ -107,7 +123,8 @@ class QuotaService:
         read_at = datetime.now(UTC)
         try:
             token = await self._tokens.access_token(account)
-            data = await self._upstream.available_models(token, account["project_id"])
+            project_id = account["project_id"] or await self._onboard(account, token)
+            fetched = await fetch_quotas(self._upstream, token, project_id, self._groups)
         except (AccountRevoked, RefreshFailed, UpstreamFailure, TokenCipherError) as exc:
             self._failed_until[account_id] = time.monotonic() + FAILURE_BACKOFF
             log.warning(
@@ -115,8 +132,49 @@ class QuotaService:
             )
             return None
         self._failed_until.pop(account_id, None)
-        readings = parse_quota_readings(data, self._groups)
-        return await settle_read(self._db, account_id, readings, read_at)
+        for listener in self.model_listeners:
+            listener(account_id, fetched.models)
+        stored = []
+        if fetched.summary_failure is not None:
+            # The read still counts; the stored windows stay (PROTOCOL §13.6). Logged once per outage.
+            if account_id not in self._summary_failing:
+                self._summary_failing.add(account_id)
+                failure = fetched.summary_failure
+                log.warning(
+                    "quota_summary_failed",
+                    account_id=account_id,
+                    kind=failure.kind.value,
+                    status=failure.status,
+                )
+            if is_free_tier(account["tier"]):
+                rows = await self._db.all("quota_windows_of_account", account_id=account_id)
+                stored = [window_from_row(row) for row in rows]
+        else:
+            self._summary_failing.discard(account_id)
+        readings = fetched.readings(self._groups, account["tier"], stored)
+        settled = await settle_read(self._db, account_id, readings, read_at, fetched.windows)
+        if not (settled.stale or settled.missing):
+            for listener in self.settle_listeners:
+                listener(account_id, read_at)
+        return settled
+
+    async def _onboard(self, account: dict[str, Any], token: str) -> str:
+        """A (paid) account kept without a project is onboarded again, at most every
+        ``ONBOARD_RECHECK`` seconds, one poll at a time (PROTOCOL §13.7); '' while none."""
+        account_id = account["account_id"]
+        now = time.monotonic()
+        if self._onboard_checked.get(account_id, -ONBOARD_RECHECK) + ONBOARD_RECHECK > now:
+            return ""
+        self._onboard_checked[account_id] = now
+        try:
+            found = await discover_project(self._upstream, token, polls=1, delay=0)
+        except ApiError as exc:
+            log.info("project_onboarding_failed", account_id=account_id, code=exc.code)
+            return ""
+        if found.project_id:
+            await self._db.execute("set_project", account_id=account_id, project_id=found.project_id)
+            log.info("account_onboarded", account_id=account_id)
+        return found.project_id
 
     # --- after requests --------------------------------------------------------
 
@@ -196,6 +254,8 @@ async def quota_service(app: web.Application) -> AsyncIterator[None]:
     app[QUOTAS] = service
     listeners = app[USAGE].listeners
     listeners.append(service.on_usage_batch)
+    service.model_listeners.append(app[CATALOGUE].learn)
+    service.settle_listeners.append(app[RESERVATIONS].on_settled)
     yield
     with contextlib.suppress(ValueError):
         listeners.remove(service.on_usage_batch)

@@ -31,7 +31,7 @@ from typing import Any
 import structlog
 
 from ..db import Database
-from .reads import QuotaReading, store_params
+from .reads import QuotaReading, QuotaWindow, store_params, window_params
 
 log = structlog.get_logger(__name__)
 
@@ -96,12 +96,17 @@ class Settlement:
 
 
 async def settle_read(
-    db: Database, account_id: int, readings: Sequence[QuotaReading], read_at: datetime
+    db: Database,
+    account_id: int,
+    readings: Sequence[QuotaReading],
+    read_at: datetime,
+    windows: Sequence[QuotaWindow] | None = None,
 ) -> Settlement:
     """Store one quota read of an account and settle what it measured, in one transaction.
 
     ``read_at`` is when the read was started: requests that finished by then
-    are the ones it measured.
+    are the ones it measured. ``windows`` (the summary's) replace the stored ones;
+    None keeps them (the summary could not be read).
     """
     result = Settlement(account_id)
     async with db.transaction() as tx:
@@ -163,6 +168,8 @@ async def settle_read(
                 amounts=[pools[k] for k in keys],
             )
         await tx.execute("store_quota_read", **store_params(account_id, readings, read_at))
+        if windows is not None:
+            await tx.execute("store_quota_windows", **window_params(account_id, windows, read_at))
         await tx.execute("quota_mark_read", account_id=account_id, read_at=read_at)
     result.settled_rows = len(log_ids)
     result.pool_charges = dict(pools)

@@ -1,4 +1,10 @@
-"""``GET /v1/models``: the chat models an account the caller may use offers."""
+"""``GET /v1/models`` and ``GET /v1/models/{model}``: what the caller's accounts offer today.
+
+The list is the live catalogue (PROTOCOL §13.4, §13.11) of every account the caller may
+use, plus the aliases and deprecated ids that resolve to one of those models. Reading it
+refreshes the catalogue from one account; the other accounts' entries come from the
+quota reads the gateway makes anyway.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,15 @@ from typing import Any
 from aiohttp import web
 
 from ..accounts.tokens import TOKENS, AccountRevoked, RefreshFailed
-from ..errors import Forbidden, UpstreamError
+from ..catalogue import CATALOGUE, ModelInfo
+from ..errors import Forbidden, NotFound, UpstreamError
 from ..state import CONFIG, DB, PRINCIPAL, Principal
-from ..translate.models import is_chat_model
 from ..upstream.client import UPSTREAM
 from ..upstream.failures import UpstreamFailure, to_api_error
 from ..web import json_response
+
+# Accounts tried in turn when reading the list from upstream.
+_READ_ATTEMPTS = 3
 
 
 class ModelListCache:
@@ -35,13 +44,14 @@ class ModelListCache:
 MODEL_CACHE = web.AppKey("model_cache", ModelListCache)
 
 
-def model_list(upstream_models: dict[str, Any], created: int) -> dict[str, Any]:
-    """OpenAI's list shape; internal ids (``chat_*``, ``tab_*``) are hidden."""
-    names = sorted(name for name in upstream_models if isinstance(name, str) and is_chat_model(name))
-    return {
-        "object": "list",
-        "data": [{"id": name, "object": "model", "created": created, "owned_by": "google"} for name in names],
-    }
+def model_object(model_id: str, created: int) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": "google"}
+
+
+def model_list(offered: dict[str, ModelInfo], aliases: dict[str, str], created: int) -> dict[str, Any]:
+    """OpenAI's list shape: the offered ids and the aliases that resolve to them, sorted."""
+    names = sorted({*offered, *aliases})
+    return {"object": "list", "data": [model_object(name, created) for name in names]}
 
 
 async def _fetch(app: web.Application, principal: Principal) -> dict[str, Any]:
@@ -49,11 +59,17 @@ async def _fetch(app: web.Application, principal: Principal) -> dict[str, Any]:
         "account_candidates", model="", quota_group="", user_id=principal.user_id, is_admin=principal.is_admin
     )
     if not accounts:
-        raise Forbidden("no enabled account of yours (or shared pool) to list models with", code="no_account")
-    # Own accounts first; any one that answers will do.
+        raise Forbidden(
+            "no enabled account of yours (or shared pool) to list models with; "
+            "add an account via /api/oauth/authorize",
+            code="no_account",
+        )
+    catalogue = app[CATALOGUE]
+    # Own accounts first; the first one that answers refreshes the catalogue.
     accounts.sort(key=lambda a: a["user_id"] != principal.user_id)
     last: UpstreamFailure | None = None
-    for account in accounts[:3]:
+    answered = False
+    for account in accounts[:_READ_ATTEMPTS]:
         try:
             token = await app[TOKENS].access_token(account)
             data = await app[UPSTREAM].available_models(token, account["project_id"])
@@ -62,22 +78,41 @@ async def _fetch(app: web.Application, principal: Principal) -> dict[str, Any]:
             continue
         except (AccountRevoked, RefreshFailed):
             continue
-        models = data.get("models")
-        return model_list(models if isinstance(models, dict) else {}, int(time.time()))
-    raise to_api_error(last) if last else UpstreamError("no account could list the models")
+        catalogue.learn(account["account_id"], data)
+        answered = True
+        break
+    offered = catalogue.offered(a["account_id"] for a in accounts)
+    if not answered and not offered:
+        raise to_api_error(last) if last else UpstreamError("no account could list the models")
+    return model_list(offered, catalogue.aliases_into(offered), int(time.time()))
 
 
-async def list_models(request: web.Request) -> web.Response:
+async def _listing(request: web.Request) -> dict[str, Any]:
     principal = request[PRINCIPAL]
     cache = request.app[MODEL_CACHE]
-    ttl = request.app[CONFIG].upstream.models_cache_ttl
-    body = cache.get(principal.user_id, ttl)
+    body = cache.get(principal.user_id, request.app[CONFIG].upstream.models_cache_ttl)
     if body is None:
         body = await _fetch(request.app, principal)
         cache.put(principal.user_id, body)
-    return json_response(body)
+    return body
+
+
+async def list_models(request: web.Request) -> web.Response:
+    return json_response(await _listing(request))
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    """``GET /v1/models/{model}`` (``client.models.retrieve``): one entry of the list."""
+    model_id = request.match_info["model"]
+    for entry in (await _listing(request))["data"]:
+        if entry["id"] == model_id:
+            return json_response(entry)
+    raise NotFound(
+        f"The model {model_id!r} does not exist or is not offered", code="model_not_found", param="model"
+    )
 
 
 def setup(app: web.Application) -> None:
     app[MODEL_CACHE] = ModelListCache()
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model}", retrieve_model)

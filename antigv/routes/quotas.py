@@ -9,18 +9,24 @@ from typing import Any
 from aiohttp import web
 
 from ..auth import ADMIN, access, target_user
+from ..catalogue import CATALOGUE
 from ..errors import InvalidRequest, NotFound
 from ..quotas.pools import user_pools
 from ..quotas.service import QUOTAS
 from ..state import CONFIG, DB, PRINCIPAL, Principal
-from ..translate.models import upstream_model
-from ..web import api_ok, flag, path_id, query_int, read_json_object
+from ..web import api_ok, flag, json_response, path_id, query_int, read_json_object
 
 USAGE_LIMIT_DEFAULT = 100
 USAGE_LIMIT_MAX = 1000
 
 
 # --- query parsing -----------------------------------------------------------------
+
+
+# A bound shifted past the calendar's edge (9999-12-31 as an end date, a time zone
+# across year 1 or 9999) lies beyond every row: the edge itself answers exactly.
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 def parse_moment(raw: str, param: str, *, end: bool = False) -> datetime:
@@ -38,7 +44,12 @@ def parse_moment(raw: str, param: str, *, end: bool = False) -> datetime:
                 param=param,
             ) from None
         moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        return moment + timedelta(days=1) if end else moment
+        if not end:
+            return moment
+        try:
+            return moment + timedelta(days=1)
+        except OverflowError:
+            return _LATEST
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
@@ -46,7 +57,12 @@ def parse_moment(raw: str, param: str, *, end: bool = False) -> datetime:
             f"{param} must be an ISO 8601 date or datetime (e.g. 2025-01-31 or 2025-01-31T12:00:00Z)",
             param=param,
         ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return _LATEST if moment.year > 1 else _EARLIEST
 
 
 def date_range(request: web.Request) -> tuple[datetime | None, datetime | None]:
@@ -94,11 +110,27 @@ def _quota_row(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _window_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "bucket": row["bucket"],
+        "bucket_id": row["bucket_id"],
+        "quota_group": row["quota_group"],
+        "window": row["window_name"],
+        "quota": float(row["quota"]),
+        "reset_time": row["reset_time"],
+        "last_fetched_at": row["last_fetched_at"],
+    }
+
+
 # --- handlers ---------------------------------------------------------------------
 
 
 async def account_quotas(request: web.Request) -> web.Response:
-    """``GET /api/accounts/{id}/quotas``: read upstream first when the stored read is stale."""
+    """``GET /api/accounts/{id}/quotas``: read upstream first when the stored read is stale.
+
+    ``data`` is the per-model rows; ``windows`` beside it the 5-hour and weekly windows
+    of the family buckets (SPEC §9, PROTOCOL §13.6).
+    """
     account = await owned_account(request)
     app = request.app
     message = None
@@ -110,7 +142,15 @@ async def account_quotas(request: web.Request) -> web.Response:
     elif account["status"] != 1:
         message = "the account is disabled; showing the last stored read"
     rows = await app[DB].all("quota_rows_of_account", account_id=account["account_id"])
-    return api_ok([_quota_row(r) for r in rows], message)
+    windows = await app[DB].all("quota_windows_of_account", account_id=account["account_id"])
+    body: dict[str, Any] = {
+        "success": True,
+        "data": [_quota_row(r) for r in rows],
+        "windows": [_window_row(w) for w in windows],
+    }
+    if message:
+        body["message"] = message
+    return json_response(body)
 
 
 async def set_model_status(request: web.Request) -> web.Response:
@@ -168,7 +208,7 @@ async def consumption_stats(request: web.Request) -> web.Response:
     model = request.match_info["model"]
     start, end = date_range(request)
     user_id = target_user(request, required=False)
-    models = sorted({model, upstream_model(model)})
+    models = sorted({model, request.app[CATALOGUE].served_as(model)})
     row = await request.app[DB].one("usage_stats", user_id=user_id, models=models, start=start, end=end)
     assert row is not None
     return api_ok({"model_name": model, **row})

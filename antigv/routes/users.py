@@ -7,7 +7,7 @@ from aiohttp import web
 from .. import users
 from ..auth import ADMIN, KEY_CACHE, access, require_self_or_admin
 from ..state import DB, PRINCIPAL
-from ..web import api_ok, flag, optional_str, path_id, query_int, read_json_object
+from ..web import api_ok, flag, optional_str, path_id, query_int, read_json_object, reject_unknown_fields
 
 
 async def me(request: web.Request) -> web.Response:
@@ -21,7 +21,8 @@ async def me(request: web.Request) -> web.Response:
 @access(ADMIN)
 async def create(request: web.Request) -> web.Response:
     body = await read_json_object(request, empty_ok=True)
-    name = optional_str(body, "name")
+    reject_unknown_fields(body, ("name", "prefer_shared"))
+    name = optional_str(body, "name", max_len=users.NAME_MAX_LEN)
     prefer_shared = flag(body, "prefer_shared", required=False)
     created = await users.create_user(request.app[DB], name, prefer_shared)
     return api_ok(created, "store the api_key now: it is not shown again")
@@ -29,8 +30,10 @@ async def create(request: web.Request) -> web.Response:
 
 @access(ADMIN)
 async def list_all(request: web.Request) -> web.Response:
-    limit = query_int(request, "limit", default=100, minimum=1, maximum=1000)
-    offset = query_int(request, "offset", default=0, minimum=0, maximum=2**62)
+    limit = query_int(
+        request, "limit", default=users.LIST_LIMIT_DEFAULT, minimum=1, maximum=users.LIST_LIMIT_MAX
+    )
+    offset = query_int(request, "offset", default=0, minimum=0, maximum=users.LIST_OFFSET_MAX)
     return api_ok(await users.list_users(request.app[DB], limit, offset))
 
 

@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import structlog
 
-from antigv.errors import ApiError, UpstreamError
+from antigv.catalogue import ModelRetired, retirement_replacement
+from antigv.errors import ApiError, MalformedUpstreamReply, UpstreamError
+from antigv.translate.models import PLACEHOLDER_ARGUMENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,8 @@ class Finish:
 
 
 Event = TextDelta | ReasoningDelta | ToolCallEvent | ImageEvent | Finish
+
+log = structlog.get_logger(__name__)
 
 _CONTENT_FILTER_REASONS = frozenset(
     {
@@ -92,11 +97,23 @@ def image_markdown(image: ImageEvent) -> str:
 
 
 class ResponseTranslator:
-    """Reads the frames of one upstream reply, in order, and keeps what outlives a frame."""
+    """Reads the frames of one upstream reply, in order, and keeps what outlives a frame.
 
-    def __init__(self, tool_names: Mapping[str, str] | None = None) -> None:
+    Every read checks its type: a frame of the wrong shape raises
+    :class:`MalformedUpstreamReply` (a 502 before the first byte, an SSE error after it),
+    never a TypeError from deep inside (PROTOCOL §4).
+    """
+
+    def __init__(
+        self, tool_names: Mapping[str, str] | None = None, placeholder_tools: frozenset[str] = frozenset()
+    ) -> None:
         self._tool_names = tool_names or {}
-        self._usage_metadata: Mapping[str, Any] = {}
+        # Tools whose calls carry the placeholder argument the request added (PROTOCOL §13.5).
+        self._placeholder_tools = placeholder_tools
+        # Repeated on many frames, cumulative: the last one is the total. Its counts are
+        # checked when read, not on every frame of the hot path.
+        self._usage_metadata: dict[str, Any] = {}
+        self._counts: dict[str, int] | None = {}
         self._upstream_finish_reason: str | None = None
         self._tool_call_count = 0
         self._saw_output = False
@@ -107,20 +124,45 @@ class ResponseTranslator:
         # which rides on a call or text part and is replayed there, not on a thought part.
         self.tool_signatures: dict[str, tuple[str, str | None]] = {}
 
-    def feed(self, frame: Mapping[str, Any]) -> list[Event]:
+    def feed(self, frame: Any) -> list[Event]:
         """Events in one parsed frame, ``{"response": {...}, "traceId": ...}`` or a bare response."""
-        response = frame.get("response", frame)
+        response = frame.get("response", frame) if isinstance(frame, dict) else frame
+        if not isinstance(response, dict):
+            raise _malformed("response")
         usage_metadata = response.get("usageMetadata")
         if usage_metadata:
-            self._usage_metadata = usage_metadata  # repeated on many frames: the last one is the total
+            if isinstance(usage_metadata, dict):
+                self._usage_metadata = usage_metadata
+                self._counts = None
+            else:
+                log.warning("upstream_usage_invalid", field="usageMetadata")
         candidates = response.get("candidates")
         if not candidates:
             return []
-        candidate = candidates[0]
-        if candidate.get("finishReason"):
-            self._upstream_finish_reason = candidate["finishReason"]
-        parts = (candidate.get("content") or {}).get("parts") or ()
-        events = [event for part in parts if (event := self._part_event(part)) is not None]
+        if not isinstance(candidates, list) or not isinstance(candidate := candidates[0], dict):
+            raise _malformed("candidates")
+        finish_reason = candidate.get("finishReason")
+        if finish_reason:
+            if not isinstance(finish_reason, str):
+                raise _malformed("finishReason")
+            self._upstream_finish_reason = finish_reason
+        content = candidate.get("content")
+        if not content:
+            return []
+        if not isinstance(content, dict):
+            raise _malformed("content")
+        parts = content.get("parts")
+        if not parts:
+            return []
+        if not isinstance(parts, list):
+            raise _malformed("parts")
+        events = []
+        for part in parts:
+            if not isinstance(part, dict):
+                raise _malformed("part")
+            event = self._part_event(part)
+            if event is not None:
+                events.append(event)
         if events:
             self._saw_output = True
         return events
@@ -158,21 +200,26 @@ class ResponseTranslator:
         }
 
     def _count(self, field: str) -> int:
-        return int(self._usage_metadata.get(field) or 0)
+        if self._counts is None:
+            self._counts = _valid_counts(self._usage_metadata)
+        return self._counts.get(field, 0)
 
-    def _part_event(self, part: Mapping[str, Any]) -> Event | None:
+    def _part_event(self, part: dict[str, Any]) -> Event | None:
         signature = part.get("thoughtSignature")
+        if signature is not None and not isinstance(signature, str):
+            raise _malformed("thoughtSignature")
         if "functionCall" in part:
             return self._tool_call(part["functionCall"], signature)
+        thought = part.get("thought")
         event: Event | None = None
         if "inlineData" in part:
             # Image models also emit draft images while thinking; only the final one is the answer.
-            if not part.get("thought"):
-                inline = part["inlineData"]
-                event = ImageEvent(inline.get("mimeType") or "image/png", inline.get("data") or "")
-        elif part.get("text"):
-            text = part["text"]
-            if part.get("thought"):
+            if not thought:
+                event = _image_event(part["inlineData"])
+        elif text := part.get("text"):
+            if not isinstance(text, str):
+                raise _malformed("text")
+            if thought:
                 self._thinking.append(text)
                 event = ReasoningDelta(text)
             else:
@@ -184,12 +231,24 @@ class ResponseTranslator:
         if signature:
             # Claude signs its thinking with a trailing (empty) thought part, Gemini may sign on
             # a text part; either way the signature belongs to the next tool call.
-            self._pending_signature = (signature, self._take_thinking() if part.get("thought") else None)
+            self._pending_signature = (signature, self._take_thinking() if thought else None)
         return event
 
-    def _tool_call(self, call: Mapping[str, Any], own_signature: str | None) -> ToolCallEvent:
+    def _tool_call(self, call: Any, own_signature: str | None) -> ToolCallEvent:
+        if not isinstance(call, dict):
+            raise _malformed("functionCall")
         call_id = call.get("id") or f"call_{secrets.token_hex(12)}"  # Gemini may omit ids
         name = call.get("name") or ""
+        args = call.get("args") or {}
+        if not (isinstance(call_id, str) and isinstance(name, str) and isinstance(args, dict)):
+            raise _malformed("functionCall")
+        if name in self._placeholder_tools:
+            args = {key: value for key, value in args.items() if key != PLACEHOLDER_ARGUMENT}
+        try:
+            arguments_json = orjson.dumps(args).decode()
+        except orjson.JSONEncodeError:
+            # Valid JSON orjson cannot write back: nested over 255 levels, or a huge integer.
+            raise _malformed("functionCall.args") from None
         entry = (own_signature, None) if own_signature else self._pending_signature
         if entry:
             self.tool_signatures[call_id] = entry
@@ -200,7 +259,7 @@ class ResponseTranslator:
             index=self._tool_call_count,
             id=call_id,
             name=self._tool_names.get(name, name),
-            arguments_json=orjson.dumps(call.get("args") or {}).decode(),
+            arguments_json=arguments_json,
             thought_signature=entry[0] if entry else None,
         )
         self._tool_call_count += 1
@@ -213,7 +272,69 @@ class ResponseTranslator:
         return text
 
 
+_COUNT_FIELDS = (
+    "promptTokenCount",
+    "candidatesTokenCount",
+    "thoughtsTokenCount",
+    "totalTokenCount",
+    "cachedContentTokenCount",
+)
+# Far above any model's window (a few million tokens), and low enough that the sums stored
+# with it (completion, total) stay within the usage table's integer columns.
+MAX_TOKEN_COUNT = 100_000_000
+
+
+def _valid_counts(usage_metadata: dict[str, Any]) -> dict[str, int]:
+    """The counts of one ``usageMetadata``. A bad count is left out (read as 0) rather than
+    failing the reply or the usage row, which the database would refuse (issue 11 item 14)."""
+    counts = {}
+    for field in _COUNT_FIELDS:
+        value = usage_metadata.get(field)
+        if value is None:
+            continue
+        count = _token_count(value)
+        if count is None:
+            log.warning("upstream_usage_invalid", field=field)
+        else:
+            counts[field] = count
+    return counts
+
+
+def _token_count(value: Any) -> int | None:
+    """An upstream token count, or None when it is not one: JSON numbers, or digit strings
+    (protobuf's JSON form of 64-bit integers), from 0 to ``MAX_TOKEN_COUNT``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        count = value
+    elif isinstance(value, float) and value.is_integer():
+        count = int(value)
+    elif isinstance(value, str) and value.isascii() and value.isdigit():
+        count = int(value) if len(value) <= 9 else MAX_TOKEN_COUNT + 1
+    else:
+        return None
+    return count if 0 <= count <= MAX_TOKEN_COUNT else None
+
+
+def _image_event(inline: Any) -> ImageEvent:
+    if not isinstance(inline, dict):
+        raise _malformed("inlineData")
+    mime = inline.get("mimeType") or "image/png"
+    data = inline.get("data") or ""
+    if not (isinstance(mime, str) and isinstance(data, str)):
+        raise _malformed("inlineData")
+    return ImageEvent(mime, data)
+
+
+def _malformed(where: str) -> MalformedUpstreamReply:
+    log.warning("upstream_reply_malformed", field=where)
+    return MalformedUpstreamReply(where)
+
+
 def _reject_client_outdated_notice(text: str) -> None:
+    replacement = retirement_replacement(text)
+    if replacement is not None:  # PROTOCOL §13.4: the model is retired, not answering
+        raise ModelRetired(None, replacement or None)
     if any(notice in text for notice in _CLIENT_OUTDATED_NOTICES):
         raise UpstreamError(
             "The upstream no longer accepts this gateway's client version; the configured "
@@ -330,7 +451,8 @@ def assemble_completion(
                 content.append(_delta(event)["content"])
     if finish_reason is None:
         raise ValueError("the events of a whole reply end with a Finish event")
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(content) or None}
+    # ``refusal`` is required by OpenAI's schema; the upstream has no refusal channel (PROTOCOL §4).
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(content) or None, "refusal": None}
     if reasoning:
         message["reasoning_content"] = "".join(reasoning)
     if tool_calls:

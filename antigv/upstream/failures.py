@@ -35,6 +35,7 @@ class FailureKind(enum.Enum):
     UNAUTHENTICATED = "unauthenticated"
     PERMISSION_DENIED = "permission_denied"
     ACCOUNT_BLOCKED = "account_blocked"
+    VALIDATION_REQUIRED = "validation_required"
     PROJECT_INVALID = "project_invalid"
     INVALID_REQUEST = "invalid_request"
     NOT_FOUND = "not_found"
@@ -53,6 +54,8 @@ class UpstreamFailure(Exception):
     reason: str | None = None
     retry_after: float | None = None
     reset_at: datetime | None = None
+    # VALIDATION_REQUIRED: where the account's owner re-verifies it in a browser (PROTOCOL §13.9).
+    validation_url: str | None = None
 
     def __str__(self) -> str:
         return f"{self.kind.name} (HTTP {self.status}): {self.message}"
@@ -63,6 +66,9 @@ THROTTLE_KINDS = frozenset({FailureKind.QUOTA_EXHAUSTED, FailureKind.RATE_LIMITE
 # The upstream says "reset after 0s" or a few milliseconds for limits that are still in
 # force; retrying at once only earns another 429 (ACP floors such delays at 2 s too).
 MIN_THROTTLE_DELAY = 2.0
+# No quota window is longer than a week (PROTOCOL §13): a longer delay is garbage, and a
+# huge one would overflow the reset time's datetime.
+MAX_DELAY = 7 * 24 * 3600.0
 
 # Worth another account or host: the cause is the account, the host or a passing fault.
 # Not the request itself (INVALID_REQUEST), not a wait the client has already sat through
@@ -74,24 +80,34 @@ _RETRYABLE_ELSEWHERE = frozenset(
         FailureKind.UNAUTHENTICATED,
         FailureKind.PERMISSION_DENIED,
         FailureKind.ACCOUNT_BLOCKED,
+        FailureKind.VALIDATION_REQUIRED,
         FailureKind.PROJECT_INVALID,
-        FailureKind.NOT_FOUND,
         FailureKind.SERVER_ERROR,
         FailureKind.NETWORK,
     }
 )
+# Not NOT_FOUND either: a 404 on a chat is the client version gate or the model, the same on
+# every account and host, so it costs one upstream call (PROTOCOL §13.9).
 
 _UPSTREAM_ERROR_MESSAGES = {
     FailureKind.UNAUTHENTICATED: "The upstream rejected the account's credentials",
     FailureKind.PERMISSION_DENIED: "The upstream denied the account access",
-    FailureKind.ACCOUNT_BLOCKED: "The upstream account is blocked or needs verification",
+    FailureKind.ACCOUNT_BLOCKED: "The upstream account is blocked",
+    FailureKind.VALIDATION_REQUIRED: "The upstream account needs to be verified by its owner",
     FailureKind.PROJECT_INVALID: "The upstream rejected the account's project",
     FailureKind.SERVER_ERROR: "The upstream failed (HTTP {status})",
     FailureKind.NETWORK: "The upstream could not be reached",
 }
 
 _BODY_EXCERPT_CHARS = 500
-_BAN_MARKERS = ("violation of terms of service", "has been disabled")
+# PROTOCOL §13.9 (ACP rate-limit-state.js): a ban is a 403 whose text carries BOTH phrases.
+_BAN_PHRASES = ("has been disabled", "violation of terms of service")
+# 429 reasons that mean this account's quota is gone until a reset; INSUFFICIENT_G1_CREDITS_BALANCE:
+# its AI credits are spent (PROTOCOL §13.9, CPA-0822 credits).
+_QUOTA_REASONS = frozenset({"QUOTA_EXHAUSTED", "INSUFFICIENT_G1_CREDITS_BALANCE"})
+# A 503 that says this in its text is a capacity shortage like MODEL_CAPACITY_EXHAUSTED (§13.9).
+_NO_CAPACITY = "no capacity available"
+_MAX_VALIDATION_URL = 2048
 _SECONDS_PER_UNIT = {
     "ns": 1e-9,
     "us": 1e-6,
@@ -145,17 +161,21 @@ def classify_error(
         error = {}
     else:
         message = _display_message(error)
-    details = [detail for detail in error.get("details") or () if isinstance(detail, dict)]
+    raw_details = error.get("details")
+    details = [d for d in raw_details if isinstance(d, dict)] if isinstance(raw_details, list) else []
     if status < 400 and isinstance(error.get("code"), int):
         status = error["code"]  # an error frame inside a 200 stream carries the real status
     reason = _error_info_reason(details)
     kind = _kind(status, str(error.get("status") or ""), reason, message)
     retry_after, reset_at = _delay(details, message, headers or {}, now)
+    if retry_after is not None and not retry_after <= MAX_DELAY:  # NaN too
+        retry_after = MAX_DELAY
     if retry_after is not None and kind in THROTTLE_KINDS:
         retry_after = max(retry_after, MIN_THROTTLE_DELAY)
     if reset_at is None and retry_after is not None:
         reset_at = now + timedelta(seconds=retry_after)
-    return UpstreamFailure(kind, status, message, reason, retry_after, reset_at)
+    validation_url = _validation_url(details) if kind is FailureKind.VALIDATION_REQUIRED else None
+    return UpstreamFailure(kind, status, message, reason, retry_after, reset_at, validation_url)
 
 
 def is_retryable_elsewhere(failure: UpstreamFailure) -> bool:
@@ -232,18 +252,26 @@ def _error_info_reason(details: list[dict[str, Any]]) -> str | None:
 
 
 def _kind(status: int, status_text: str, reason: str | None, message: str) -> FailureKind:
+    """The kind, decided by the HTTP status, the status text and the ErrorInfo reason.
+
+    The message may quote the user's prompt or schema (issue 11 item 15), so it only ever
+    narrows what the structured fields decided, never turns a request's own error into one
+    that parks or disables a (maybe shared) account.
+    """
     if reason == "MODEL_CAPACITY_EXHAUSTED":
         return FailureKind.CAPACITY
+    if reason == "VALIDATION_REQUIRED":
+        return FailureKind.VALIDATION_REQUIRED
     if status == 429:
-        return FailureKind.QUOTA_EXHAUSTED if reason == "QUOTA_EXHAUSTED" else FailureKind.RATE_LIMITED
+        return FailureKind.QUOTA_EXHAUSTED if reason in _QUOTA_REASONS else FailureKind.RATE_LIMITED
     if status == 400:
-        if reason == "RESOURCE_PROJECT_INVALID" or "RESOURCE_PROJECT_INVALID" in message:
+        if reason == "RESOURCE_PROJECT_INVALID":
             return FailureKind.PROJECT_INVALID
-        # Only the status or the reason says "quota": the message may quote the user's prompt.
-        # A body that is not Google's JSON has only its text to go by.
+        # A body that is not Google's JSON has only its whole text to go by.
         if (
             status_text == "RESOURCE_EXHAUSTED"
-            or reason in ("QUOTA_EXHAUSTED", "RATE_LIMIT_EXCEEDED")
+            or reason in _QUOTA_REASONS
+            or reason == "RATE_LIMIT_EXCEEDED"
             or (not status_text and message.strip() == "RESOURCE_EXHAUSTED")
         ):
             return FailureKind.QUOTA_EXHAUSTED
@@ -252,14 +280,35 @@ def _kind(status: int, status_text: str, reason: str | None, message: str) -> Fa
         return FailureKind.UNAUTHENTICATED
     if status == 403:
         lowered = message.lower()
-        if reason == "VALIDATION_REQUIRED" or any(marker in lowered for marker in _BAN_MARKERS):
+        if all(phrase in lowered for phrase in _BAN_PHRASES):
             return FailureKind.ACCOUNT_BLOCKED
         return FailureKind.PERMISSION_DENIED
     if status == 404:
         return FailureKind.NOT_FOUND
+    if status == 503 and _NO_CAPACITY in message.lower():
+        return FailureKind.CAPACITY
     if status == 408 or status >= 500 or status < 400:
         return FailureKind.SERVER_ERROR
     return FailureKind.INVALID_REQUEST
+
+
+def _validation_url(details: list[dict[str, Any]]) -> str | None:
+    """``metadata.validation_url`` of the VALIDATION_REQUIRED ErrorInfo, if it is a plain https URL
+    (it is shown to the account's owner)."""
+    for detail in details:
+        metadata = detail.get("metadata")
+        if detail.get("reason") != "VALIDATION_REQUIRED" or not isinstance(metadata, dict):
+            continue
+        url = metadata.get("validation_url") or metadata.get("validationUrl")
+        if (
+            isinstance(url, str)
+            and url.startswith("https://")
+            and len(url) <= _MAX_VALIDATION_URL
+            and url.isprintable()
+            and " " not in url
+        ):
+            return url
+    return None
 
 
 def _delay(

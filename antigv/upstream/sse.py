@@ -22,6 +22,14 @@ class SSEParser:
         self._data_lines: list[str] = []
         self._pending_cr = False
 
+    @property
+    def in_data(self) -> bool:
+        """Whether the event being read has data (a ``data`` line read or being read):
+        progress, unlike a comment line (a keep-alive; issue 11 item 23)."""
+        return bool(self._data_lines) or (
+            bool(self._partial_line) and self._partial_line[0].startswith("data:")
+        )
+
     def feed(self, chunk: bytes) -> list[str]:
         """Data of every event completed by ``chunk``, in order."""
         return self._consume(self._decoder.decode(chunk))

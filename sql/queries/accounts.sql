@@ -7,6 +7,7 @@
 -- name: get_account
 SELECT a.account_id, a.user_id, a.email, a.name, a.is_shared, a.status, a.disabled_reason,
        a.project_id, a.tier, a.access_token_expires_at, a.last_used_at, a.created_at, a.updated_at,
+       a.validation_url,
        c.models AS cooldown_models, c.untils AS cooldown_untils, c.reasons AS cooldown_reasons
 FROM accounts a
 LEFT JOIN LATERAL account_cooldowns(a.account_id) c ON true
@@ -16,6 +17,7 @@ WHERE a.account_id = %(account_id)s
 -- name: list_accounts
 SELECT a.account_id, a.user_id, a.email, a.name, a.is_shared, a.status, a.disabled_reason,
        a.project_id, a.tier, a.access_token_expires_at, a.last_used_at, a.created_at, a.updated_at,
+       a.validation_url,
        c.models AS cooldown_models, c.untils AS cooldown_untils, c.reasons AS cooldown_reasons
 FROM accounts a
 LEFT JOIN LATERAL account_cooldowns(a.account_id) c ON true
@@ -23,6 +25,7 @@ WHERE %(user_id)s::bigint IS NULL OR a.user_id = %(user_id)s::bigint
 ORDER BY a.account_id
 
 -- name: set_account_status
+-- invalidates: account_candidates
 -- Enabling clears the reason and the refresh back-off, so the account is tried again.
 WITH changed AS (
     UPDATE accounts
@@ -37,11 +40,13 @@ WITH changed AS (
 )
 SELECT a.account_id, a.user_id, a.email, a.name, a.is_shared, a.status, a.disabled_reason,
        a.project_id, a.tier, a.access_token_expires_at, a.last_used_at, a.created_at, a.updated_at,
+       a.validation_url,
        c.models AS cooldown_models, c.untils AS cooldown_untils, c.reasons AS cooldown_reasons
 FROM changed a
 LEFT JOIN LATERAL account_cooldowns(a.account_id) c ON true
 
 -- name: set_account_name
+-- invalidates: account_candidates
 WITH changed AS (
     UPDATE accounts SET name = %(name)s, updated_at = now()
     WHERE account_id = %(account_id)s
@@ -50,11 +55,13 @@ WITH changed AS (
 )
 SELECT a.account_id, a.user_id, a.email, a.name, a.is_shared, a.status, a.disabled_reason,
        a.project_id, a.tier, a.access_token_expires_at, a.last_used_at, a.created_at, a.updated_at,
+       a.validation_url,
        c.models AS cooldown_models, c.untils AS cooldown_untils, c.reasons AS cooldown_reasons
 FROM changed a
 LEFT JOIN LATERAL account_cooldowns(a.account_id) c ON true
 
 -- name: set_account_type
+-- invalidates: account_candidates
 WITH changed AS (
     UPDATE accounts SET is_shared = %(is_shared)s::smallint, updated_at = now()
     WHERE account_id = %(account_id)s
@@ -63,11 +70,13 @@ WITH changed AS (
 )
 SELECT a.account_id, a.user_id, a.email, a.name, a.is_shared, a.status, a.disabled_reason,
        a.project_id, a.tier, a.access_token_expires_at, a.last_used_at, a.created_at, a.updated_at,
+       a.validation_url,
        c.models AS cooldown_models, c.untils AS cooldown_untils, c.reasons AS cooldown_reasons
 FROM changed a
 LEFT JOIN LATERAL account_cooldowns(a.account_id) c ON true
 
 -- name: delete_account
+-- invalidates: account_candidates
 -- Quotas and cooldowns go with it (ON DELETE CASCADE); usage rows stay, detached.
 DELETE FROM accounts
 WHERE account_id = %(account_id)s

@@ -1,4 +1,5 @@
 -- name: store_quota_read
+-- invalidates: account_candidates
 -- One quota read of an account, stamped with the moment it was taken.
 -- A model switched off by hand stays off.
 INSERT INTO model_quotas (account_id, model_name, quota_group, quota, reset_time, last_fetched_at)

@@ -26,6 +26,7 @@ SELECT account_id, user_id FROM accounts WHERE email = %(email)s
 SELECT account_id, user_id FROM accounts WHERE email = %(email)s FOR UPDATE
 
 -- name: insert_account
+-- invalidates: account_candidates
 -- A new account. A concurrent insert of the same e-mail makes this return no row.
 INSERT INTO accounts (user_id, email, name, is_shared, project_id, tier,
                       refresh_token, access_token, access_token_expires_at, quota_fetched_at)
@@ -36,13 +37,17 @@ ON CONFLICT (email) DO NOTHING
 RETURNING account_id
 
 -- name: reauthorise_account
--- Re-authorising an account its owner already has: new tokens, nothing else.
+-- invalidates: account_candidates
+-- Re-authorising an account its owner already has: new tokens, and a re-verified
+-- account (VALIDATION_REQUIRED, PROTOCOL §13.9) is no longer parked.
 UPDATE accounts
 SET refresh_token = %(refresh_token)s,
     access_token = %(access_token)s,
     access_token_expires_at = %(expires_at)s,
     refresh_failures = 0,
     refresh_retry_at = NULL,
+    blocked_until = NULL,
+    validation_url = NULL,
     updated_at = now()
 WHERE account_id = %(account_id)s
 RETURNING account_id

@@ -2,8 +2,8 @@
 -- Pool functions (pool_recovered, pool_charge, pool_resize) are in migration 0004.
 
 -- name: quota_account
--- The account a quota read is for, with what a token needs.
-SELECT account_id, user_id, is_shared, status, project_id, access_token,
+-- The account a quota read is for, with what a token needs (and its tier: PROTOCOL §13.6).
+SELECT account_id, user_id, is_shared, status, project_id, tier, access_token,
        access_token_expires_at, quota_fetched_at
 FROM accounts WHERE account_id = %(account_id)s
 
@@ -47,6 +47,7 @@ FROM unnest(%(log_ids)s::bigint[], %(charges)s::float8[]) AS c(log_id, charge)
 WHERE u.log_id = c.log_id AND u.quota_consumed IS NULL
 
 -- name: quota_charge_pools
+-- invalidates: account_candidates
 -- One charge per (user, group); users in id order so concurrent settlements never deadlock.
 SELECT c.user_id, c.quota_group, pool_charge(c.user_id, c.quota_group, c.amount) AS quota
 FROM (SELECT * FROM unnest(%(user_ids)s::bigint[], %(groups)s::text[], %(amounts)s::float8[])
@@ -73,12 +74,50 @@ WHERE a.status = 1
 ORDER BY a.quota_fetched_at NULLS FIRST
 LIMIT %(limit)s
 
+-- name: store_quota_windows
+-- invalidates: account_candidates
+-- The windows of one summary read replace the account's stored ones (PROTOCOL §13.6).
+WITH gone AS (
+    DELETE FROM quota_windows
+    WHERE account_id = %(account_id)s AND bucket_id <> ALL(%(bucket_ids)s::text[])
+)
+INSERT INTO quota_windows (account_id, bucket_id, bucket, window_name, quota_group, quota, reset_time,
+                           last_fetched_at)
+SELECT %(account_id)s, w.bucket_id, w.bucket, w.window_name, w.quota_group, w.quota, w.reset_time,
+       %(read_at)s
+FROM unnest(%(bucket_ids)s::text[], %(buckets)s::text[], %(windows)s::text[], %(groups)s::text[],
+            %(quotas)s::float8[], %(resets)s::timestamptz[])
+     AS w(bucket_id, bucket, window_name, quota_group, quota, reset_time)
+ON CONFLICT (account_id, bucket_id) DO UPDATE
+SET bucket = EXCLUDED.bucket,
+    window_name = EXCLUDED.window_name,
+    quota_group = EXCLUDED.quota_group,
+    quota = EXCLUDED.quota,
+    reset_time = EXCLUDED.reset_time,
+    last_fetched_at = EXCLUDED.last_fetched_at
+
+-- name: quota_windows_of_account
+SELECT bucket_id, bucket, window_name, quota_group, quota, reset_time, last_fetched_at
+FROM quota_windows WHERE account_id = %(account_id)s
+ORDER BY bucket, window_name = 'weekly', window_name
+
+-- name: quota_group_models
+-- The models one account's stored read puts in a quota group: they share its bucket.
+SELECT model_name FROM model_quotas
+WHERE account_id = %(account_id)s AND quota_group = %(quota_group)s
+ORDER BY model_name
+
+-- name: quota_known_models
+-- Every model some account's stored read reported, with its quota group.
+SELECT DISTINCT quota_group, model_name FROM model_quotas ORDER BY quota_group, model_name
+
 -- name: quota_rows_of_account
 SELECT account_id, model_name, quota_group, quota, reset_time, status, last_fetched_at
 FROM model_quotas WHERE account_id = %(account_id)s
 ORDER BY quota_group, model_name
 
 -- name: quota_set_model_status
+-- invalidates: account_candidates
 UPDATE model_quotas SET status = %(status)s
 WHERE account_id = %(account_id)s AND model_name = %(model)s
 RETURNING account_id, model_name, quota_group, quota, reset_time, status, last_fetched_at

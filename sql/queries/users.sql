@@ -33,4 +33,5 @@ WHERE user_id = %(user_id)s
 RETURNING user_id, name, status, prefer_shared, key_prefix, created_at, updated_at
 
 -- name: delete_user
+-- invalidates: account_candidates
 DELETE FROM users WHERE user_id = %(user_id)s RETURNING user_id

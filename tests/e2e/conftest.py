@@ -28,9 +28,9 @@ from tests.conftest import create_user, make_config
 from tests.upstream_double import Account as UpstreamAccount
 from tests.upstream_double import UpstreamDouble
 
-GEMINI = "gemini-3-pro-high"
-CLAUDE = "claude-sonnet-4-5-thinking"
-FLASH = "gemini-2.5-flash"
+GEMINI = "gemini-pro-agent"
+CLAUDE = "claude-opus-4-6-thinking"
+FLASH = "gemini-3-flash"
 
 WEATHER_TOOL = {
     "type": "function",
@@ -148,12 +148,17 @@ class E2E:
     # --- database ----------------------------------------------------------------
 
     async def sql(self, query: str, params: tuple | dict | None = None) -> list[dict[str, Any]]:
+        """Raw SQL, behind the gateways' backs: their account caches are dropped after it,
+        as the app's own writes drop them."""
         async with self.gw.app[DB].pool.acquire() as conn, conn.cursor() as cur:
             await cur.execute(query, params)
-            if cur.description is None:
-                return []
-            columns = [d.name for d in cur.description]
-            return [dict(zip(columns, row, strict=True)) for row in await cur.fetchall()]
+            rows = []
+            if cur.description is not None:
+                columns = [d.name for d in cur.description]
+                rows = [dict(zip(columns, row, strict=True)) for row in await cur.fetchall()]
+        for gateway in self.gateways:
+            gateway.app[CHAT].router.invalidate()
+        return rows
 
     async def account_row(self, acc: Acc) -> dict[str, Any]:
         rows = await self.sql("SELECT * FROM accounts WHERE account_id = %s", (acc.account_id,))

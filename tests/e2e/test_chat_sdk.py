@@ -238,8 +238,10 @@ async def test_reasoning_content_streamed_and_in_message(e2e: E2E, model: str) -
     oc = e2e.client()
     thoughts = "".join(GEMINI_THOUGHTS if model == GEMINI else CLAUDE_THOUGHTS)
 
+    # Gemini 3 shows its thoughts only when asked to think (PROTOCOL §13.5).
+    effort = {"reasoning_effort": "high"}
     chunks = await collect(
-        await oc.chat.completions.create(model=model, messages=user("[[think]] hi"), stream=True)
+        await oc.chat.completions.create(model=model, messages=user("[[think]] hi"), stream=True, **effort)
     )
     assert reasoning_of(chunks) == thoughts
     assert text_of(chunks) == "Hello world!"  # no thought leaked into the answer
@@ -252,7 +254,7 @@ async def test_reasoning_content_streamed_and_in_message(e2e: E2E, model: str) -
     ]
     assert kinds == sorted(kinds, reverse=True)
 
-    completion = await oc.chat.completions.create(model=model, messages=user("[[think]] hi"))
+    completion = await oc.chat.completions.create(model=model, messages=user("[[think]] hi"), **effort)
     message = completion.choices[0].message
     assert message.content == "Hello world!"
     assert (message.model_extra or {}).get("reasoning_content") == thoughts

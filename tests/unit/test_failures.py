@@ -5,6 +5,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from antigv.errors import (
     InvalidRequest,
@@ -240,22 +242,107 @@ def test_400_whose_text_mentions_quota_stays_the_clients_error() -> None:
     assert classify(400, body).kind is FailureKind.INVALID_REQUEST
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        google_error(
-            400,
-            "INVALID_ARGUMENT",
-            "Invalid resource field value in the request.",
-            "RESOURCE_PROJECT_INVALID",
-        ),
-        google_error(400, "INVALID_ARGUMENT", "RESOURCE_PROJECT_INVALID: project not usable"),
-    ],
-)
-def test_project_invalid(body: Any) -> None:
+def test_project_invalid() -> None:
+    body = google_error(
+        400, "INVALID_ARGUMENT", "Invalid resource field value in the request.", "RESOURCE_PROJECT_INVALID"
+    )
     failure = classify(400, body)
     assert failure.kind is FailureKind.PROJECT_INVALID
     assert is_retryable_elsewhere(failure)
+
+
+# Issue 11 item 15: error text may quote the prompt; only status and reason affect accounts.
+PROMPT_ECHO = (
+    "RESOURCE_PROJECT_INVALID: this service has been disabled in this account for violation of "
+    "Terms of Service. VALIDATION_REQUIRED QUOTA_EXHAUSTED No capacity available"
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "status_text"),
+    [(400, "INVALID_ARGUMENT"), (400, ""), (404, "NOT_FOUND"), (413, ""), (500, "INTERNAL")],
+)
+def test_text_that_quotes_every_marker_decides_nothing_about_the_account(
+    status: int, status_text: str
+) -> None:
+    failure = classify(status, google_error(status, status_text, PROMPT_ECHO))
+    assert failure.kind in (FailureKind.INVALID_REQUEST, FailureKind.NOT_FOUND, FailureKind.SERVER_ERROR)
+    assert failure.validation_url is None
+
+
+def test_project_invalid_only_in_the_message_is_the_requests_own_error() -> None:
+    body = google_error(400, "INVALID_ARGUMENT", "RESOURCE_PROJECT_INVALID: project not usable")
+    assert classify(400, body).kind is FailureKind.INVALID_REQUEST
+
+
+@pytest.mark.parametrize(
+    ("message", "kind"),
+    [
+        (
+            "This service has been disabled in this account for violation of Terms of Service.",
+            FailureKind.ACCOUNT_BLOCKED,
+        ),
+        # PROTOCOL §13.9: one phrase alone is not a ban.
+        ("Cloud Code API has been disabled in project 123.", FailureKind.PERMISSION_DENIED),
+        ("Possible violation of Terms of Service detected.", FailureKind.PERMISSION_DENIED),
+    ],
+)
+def test_ban_needs_a_403_and_both_phrases(message: str, kind: FailureKind) -> None:
+    assert classify(403, google_error(403, "PERMISSION_DENIED", message)).kind is kind
+    assert classify(400, google_error(400, "INVALID_ARGUMENT", message)).kind is FailureKind.INVALID_REQUEST
+
+
+def test_validation_required_carries_its_url() -> None:
+    url = "https://accounts.google.com/signin/continue?sarp=1&scc=1"
+    body = google_error(
+        403,
+        "PERMISSION_DENIED",
+        "Verify your account to continue.",
+        "VALIDATION_REQUIRED",
+        metadata={"validation_url": url},
+    )
+    failure = classify(403, body)
+    assert (failure.kind, failure.validation_url) == (FailureKind.VALIDATION_REQUIRED, url)
+    assert is_retryable_elsewhere(failure)
+    error = to_api_error(failure)
+    assert type(error) is UpstreamError and "google.com" not in error.message
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["javascript:alert(1)", "http://example.com/", "https://x/\nSet-Cookie: a", "https://" + "a" * 3000, 7],
+)
+def test_a_validation_url_that_is_not_a_plain_https_url_is_dropped(url: Any) -> None:
+    body = google_error(
+        403, "PERMISSION_DENIED", "Verify", "VALIDATION_REQUIRED", metadata={"validation_url": url}
+    )
+    failure = classify(403, body)
+    assert (failure.kind, failure.validation_url) == (FailureKind.VALIDATION_REQUIRED, None)
+
+
+def test_spent_credits_are_quota_exhaustion_of_the_account() -> None:
+    body = google_error(
+        429, "RESOURCE_EXHAUSTED", "Resource has been exhausted", "INSUFFICIENT_G1_CREDITS_BALANCE"
+    )
+    failure = classify(429, body)
+    assert (failure.kind, failure.reason) == (FailureKind.QUOTA_EXHAUSTED, "INSUFFICIENT_G1_CREDITS_BALANCE")
+    assert to_api_error(failure).code == "quota_exhausted"
+
+
+def test_503_saying_no_capacity_is_a_capacity_shortage() -> None:
+    body = google_error(503, "UNAVAILABLE", "No capacity available for model gemini-3-flash on the server")
+    failure = classify(503, body)
+    assert failure.kind is FailureKind.CAPACITY
+    assert not is_retryable_elsewhere(failure)
+    assert classify(503, google_error(503, "UNAVAILABLE", "The service is unavailable.")).kind is (
+        FailureKind.SERVER_ERROR
+    )
+
+
+def test_404_is_not_worth_another_account_or_host() -> None:
+    failure = classify(404, google_error(404, "NOT_FOUND", "Requested entity was not found."))
+    assert failure.kind is FailureKind.NOT_FOUND
+    assert not is_retryable_elsewhere(failure)
 
 
 @pytest.mark.parametrize(
@@ -285,7 +372,7 @@ def test_project_invalid(body: Any) -> None:
                 "VALIDATION_REQUIRED",
                 metadata={"validation_url": "https://accounts.google.com/signin/continue?x=1"},
             ),
-            FailureKind.ACCOUNT_BLOCKED,
+            FailureKind.VALIDATION_REQUIRED,
         ),
         (
             403,
@@ -386,6 +473,7 @@ def test_kinds_worth_another_account_or_host() -> None:
     retryable = {kind for kind in FailureKind if is_retryable_elsewhere(UpstreamFailure(kind, 0, "")) is True}
     assert retryable == set(FailureKind) - {
         FailureKind.INVALID_REQUEST,
+        FailureKind.NOT_FOUND,
         FailureKind.CAPACITY,
         FailureKind.TIMEOUT,
     }
@@ -420,6 +508,7 @@ def test_client_error_for_not_found_and_timeout() -> None:
         FailureKind.UNAUTHENTICATED,
         FailureKind.PERMISSION_DENIED,
         FailureKind.ACCOUNT_BLOCKED,
+        FailureKind.VALIDATION_REQUIRED,
         FailureKind.PROJECT_INVALID,
         FailureKind.SERVER_ERROR,
         FailureKind.NETWORK,
@@ -433,3 +522,17 @@ def test_other_failures_become_a_502_that_reveals_nothing_of_the_account(kind: F
     assert error.message
     for leaked in ("cogent-snow", "example.com", "ya29"):
         assert leaked not in error.message
+
+
+@given(
+    st.sampled_from([400, 401, 404, 408, 409, 413, 429, 500, 502, 503]),
+    st.sampled_from(["INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND", "UNAVAILABLE", ""]),
+    st.text(max_size=40).map(lambda t: t + PROMPT_ECHO),
+)
+def test_no_text_makes_a_non_403_disable_an_account(status: int, status_text: str, message: str) -> None:
+    kind = classify(status, google_error(status, status_text, message)).kind
+    assert kind not in (
+        FailureKind.ACCOUNT_BLOCKED,
+        FailureKind.PROJECT_INVALID,
+        FailureKind.VALIDATION_REQUIRED,
+    )

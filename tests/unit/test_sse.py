@@ -149,3 +149,24 @@ def test_done_sentinel_is_just_data() -> None:
 
 def test_invalid_utf8_is_replaced_not_fatal() -> None:
     assert parse(b"data: a\xffb\n\n") == ["a\ufffdb"]
+
+
+# Issue 11 item 23: only data is progress; keep-alive comments are not.
+
+
+@given(st.lists(noise_line(), max_size=8), st.lists(st.integers(min_value=0), max_size=10))
+def test_comments_and_other_fields_are_never_data_in_progress(lines: list[str], cuts: list[int]) -> None:
+    parser = SSEParser()
+    for piece in split_at("".join(line + "\n" for line in lines).encode(), cuts):
+        assert parser.feed(piece) == []
+        assert not parser.in_data
+
+
+def test_a_data_line_in_progress_is_progress() -> None:
+    parser = SSEParser()
+    assert not parser.in_data
+    assert parser.feed(b": keep-alive\n\n") == [] and not parser.in_data
+    assert parser.feed(b'data: {"a": ') == [] and parser.in_data  # a long line still arriving
+    assert parser.feed(b"1}\n") == [] and parser.in_data  # the event waits for its blank line
+    assert parser.feed(b"\n") == ['{"a": 1}'] and not parser.in_data
+    assert parser.feed(b": keep-alive\n") == [] and not parser.in_data

@@ -5,9 +5,12 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from antigv.errors import RateLimited, UpstreamError
+from antigv.errors import MalformedUpstreamReply, RateLimited, UpstreamError
 from antigv.translate.response import (
+    MAX_TOKEN_COUNT,
     Event,
     Finish,
     ImageEvent,
@@ -99,7 +102,13 @@ def render_stream(events: list[Event], usage: dict[str, Any], include_usage: boo
 
 def message_from_stream(chunks: list[Any]) -> tuple[dict[str, Any], str]:
     """Rebuild the message the way an OpenAI client accumulates deltas."""
-    message: dict[str, Any] = {"role": None, "content": "", "reasoning_content": "", "tool_calls": []}
+    message: dict[str, Any] = {
+        "role": None,
+        "content": "",
+        "refusal": None,
+        "reasoning_content": "",
+        "tool_calls": [],
+    }
     finish_reason = None
     for chunk in chunks:
         if chunk == "[DONE]" or not chunk["choices"]:
@@ -219,6 +228,7 @@ def test_a2_non_stream_message() -> None:
     assert body["choices"][0]["message"] == {
         "role": "assistant",
         "content": "Hello world",
+        "refusal": None,  # required by OpenAI's schema (issue 11 item 3)
         "reasoning_content": "Let me think about this.",
     }
     assert body["choices"][0]["finish_reason"] == "stop"
@@ -535,3 +545,183 @@ def test_the_notices_words_later_in_an_answer_are_the_models_own() -> None:
 
 def _frame_with_text(text: str) -> dict:
     return {"response": {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}}]}}
+
+
+# --- malformed frames (issue 11 items 2, 13, 14) ------------------------------------------
+
+MALFORMED_FRAMES = [
+    {"response": "text"},
+    {"response": None},
+    {"response": ["a"]},
+    {"response": {"candidates": "abc"}},
+    {"response": {"candidates": [1]}},
+    {"response": {"candidates": [{"finishReason": 7}]}},
+    {"response": {"candidates": [{"content": "hello"}]}},
+    {"response": {"candidates": [{"content": {"parts": {"text": "hi"}}}]}},
+    {"response": {"candidates": [{"content": {"parts": ["hi"]}}]}},
+    {"response": {"candidates": [{"content": {"parts": [{"text": 42}]}}]}},
+    {"response": {"candidates": [{"content": {"parts": [{"text": "a", "thoughtSignature": 1}]}}]}},
+    {"response": {"candidates": [{"content": {"parts": [{"functionCall": "ls"}]}}]}},
+    {"response": {"candidates": [{"content": {"parts": [{"functionCall": {"name": 1}}]}}]}},
+    {"response": {"candidates": [{"content": {"parts": [{"functionCall": {"name": "f", "args": [1]}}]}}]}},
+    {"response": {"candidates": [{"content": {"parts": [{"functionCall": {"name": "f", "id": 3}}]}}]}},
+    {"response": {"candidates": [{"content": {"parts": [{"inlineData": "png"}]}}]}},
+    {"response": {"candidates": [{"content": {"parts": [{"inlineData": {"data": 5}}]}}]}},
+    ["a", "json", "array"],
+    "text",
+    None,
+]
+
+
+@pytest.mark.parametrize("bad", MALFORMED_FRAMES, ids=repr)
+def test_a_malformed_frame_is_an_upstream_error_not_a_crash(bad: Any) -> None:
+    translator = ResponseTranslator()
+    translator.feed(_frame_with_text("Hello"))
+    with pytest.raises(MalformedUpstreamReply) as caught:
+        translator.feed(bad)
+    error = caught.value
+    assert (error.status, error.error_type, error.code) == (502, "upstream_error", "upstream_error")
+    assert "42" not in error.message and "hello" not in error.message.lower()  # no upstream content
+    # What was read before still closes the reply, and the usage is still readable.
+    assert translator.finish() == [Finish("stop")]
+    assert translator.usage["total_tokens"] == 0
+
+
+def test_tool_call_arguments_too_deep_to_encode_are_an_upstream_error() -> None:
+    args: Any = {"leaf": 1}
+    for _ in range(300):  # valid JSON; orjson writes at most 255 levels back
+        args = {"a": args}
+    part = {"functionCall": {"name": "f", "args": args}}
+    with pytest.raises(MalformedUpstreamReply):
+        ResponseTranslator().feed(frame(part))
+
+
+@pytest.mark.parametrize(
+    "usage_metadata",
+    [
+        [1, 2],
+        "lots",
+        {"promptTokenCount": 3e9, "candidatesTokenCount": 5, "totalTokenCount": 3e9},
+        {"promptTokenCount": "many", "candidatesTokenCount": 5},
+        {"promptTokenCount": -4, "candidatesTokenCount": 5},
+        {"promptTokenCount": True, "candidatesTokenCount": 5},
+        {"promptTokenCount": 1.5, "candidatesTokenCount": 5},
+        {"promptTokenCount": {"n": 1}, "candidatesTokenCount": 5},
+        {"promptTokenCount": "99999999999999999999", "candidatesTokenCount": 5},
+    ],
+    ids=repr,
+)
+def test_a_bad_usage_count_keeps_the_reply_and_the_others_counts(usage_metadata: Any) -> None:
+    translator = ResponseTranslator()
+    events = translator.feed(
+        {"response": {**frame({"text": "hi"})["response"], "usageMetadata": usage_metadata}}
+    )
+    assert events == [TextDelta("hi")]
+    usage = translator.usage
+    assert usage["prompt_tokens"] == 0  # unreadable or out of bounds: not believed
+    assert usage["completion_tokens"] == (5 if isinstance(usage_metadata, dict) else 0)
+    assert usage["total_tokens"] == usage["completion_tokens"]
+
+
+def test_token_counts_in_protobufs_json_forms_are_read() -> None:
+    usage_metadata = {"promptTokenCount": "12", "candidatesTokenCount": 3.0, "totalTokenCount": 15}
+    translator, _ = translate([frame({"text": "hi"}, usage=usage_metadata)])
+    assert (translator.prompt_tokens, translator.completion_tokens) == (12, 3)
+
+
+def test_counts_up_to_the_bound_are_kept() -> None:
+    usage_metadata = {"promptTokenCount": MAX_TOKEN_COUNT, "candidatesTokenCount": 1}
+    translator, _ = translate([frame({"text": "hi"}, usage=usage_metadata)])
+    assert translator.prompt_tokens == MAX_TOKEN_COUNT
+
+
+# --- properties: whatever the upstream sends, the translator answers or says it cannot -----
+
+_PROTOCOL_KEYS = st.sampled_from(
+    [
+        "response",
+        "candidates",
+        "content",
+        "parts",
+        "text",
+        "thought",
+        "thoughtSignature",
+        "functionCall",
+        "id",
+        "name",
+        "args",
+        "inlineData",
+        "mimeType",
+        "data",
+        "finishReason",
+        "usageMetadata",
+        "promptTokenCount",
+        "candidatesTokenCount",
+        "thoughtsTokenCount",
+        "totalTokenCount",
+        "cachedContentTokenCount",
+    ]
+)
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+)
+JSON_VALUES = st.recursive(
+    _SCALARS,
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(_PROTOCOL_KEYS | st.text(max_size=6), children, max_size=4)
+    ),
+    max_leaves=25,
+)
+VALID_FRAMES = frames_of(A1_GEMINI_TOOL_CALL) + frames_of(A2_CLAUDE_THINKING)
+
+
+def _paths(value: Any, path: tuple = ()) -> list[tuple]:
+    found = [path]
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found += _paths(child, (*path, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            found += _paths(child, (*path, index))
+    return found
+
+
+@st.composite
+def mutated_frames(draw: st.DrawFn) -> Any:
+    """A real frame with one value anywhere in it replaced by any JSON value."""
+    original = draw(st.sampled_from(VALID_FRAMES))
+    path = draw(st.sampled_from(_paths(original)))
+    replacement = draw(JSON_VALUES)
+    if not path:
+        return replacement
+    mutated = orjson.loads(orjson.dumps(original))
+    target = mutated
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = replacement
+    return mutated
+
+
+@given(st.lists(mutated_frames() | JSON_VALUES, min_size=1, max_size=5))
+def test_any_json_frames_give_events_or_an_upstream_error(frames: list[Any]) -> None:
+    translator = ResponseTranslator({"get_weather": "get weather"})
+    events: list[Event] = []
+    for item in frames:
+        try:
+            events += translator.feed(item)
+        except UpstreamError:  # MalformedUpstreamReply, or the outdated-client notice
+            break
+    events += translator.finish()
+    usage = translator.usage
+    assert all(isinstance(value, int) for value in (usage["prompt_tokens"], usage["total_tokens"]))
+    assert 0 <= usage["prompt_tokens"] <= MAX_TOKEN_COUNT
+    assert 0 <= usage["completion_tokens"] <= 2 * MAX_TOKEN_COUNT
+    # Whatever was read renders both ways.
+    renderer = StreamRenderer("m", include_usage=True)
+    stream_chunks(renderer.start() + renderer.render(events[:-1]) + renderer.finish(events[-1:], usage))
+    orjson.dumps(assemble_completion(events, usage, "m"))

@@ -21,7 +21,7 @@ from tests.upstream_double import (
     text_reply,
 )
 
-UA = "antigravity/1.11.3 windows/amd64"
+UA = "antigravity/hub/2.9.1 darwin/arm64"
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def chat_body(
     project: str | None,
     text: str = "Hi",
     *,
-    model: str = "gemini-2.5-flash",
+    model: str = "gemini-3-flash",
     contents: list[dict] | None = None,
     **request: Any,
 ) -> dict[str, Any]:
@@ -110,7 +110,7 @@ async def test_stream_a1_gemini_thinking_tool_call(double, http):
     body = chat_body(
         acc.project,
         "[[think]][[tool]] Weather in Paris?",
-        model="gemini-3-pro-high",
+        model="gemini-pro-agent",
         tools=[
             {
                 "functionDeclarations": [
@@ -170,7 +170,7 @@ async def test_stream_a1_gemini_thinking_tool_call(double, http):
         double,
         "generateContent",
         acc.access_token,
-        chat_body(acc.project, model="gemini-3-pro-high", contents=replay),
+        chat_body(acc.project, model="gemini-pro-agent", contents=replay),
     )
     assert status == 400 and "missing a thought_signature" in json.loads(raw)["error"]["message"]
     for sig in (SKIP_SIGNATURE, call["thoughtSignature"]):
@@ -180,7 +180,7 @@ async def test_stream_a1_gemini_thinking_tool_call(double, http):
             double,
             "generateContent",
             acc.access_token,
-            chat_body(acc.project, model="gemini-3-pro-high", contents=replay),
+            chat_body(acc.project, model="gemini-pro-agent", contents=replay),
         )
         assert status == 200, raw
         unary = json.loads(raw)
@@ -198,7 +198,7 @@ async def test_claude_thinking_default_and_signed_replay(double, http):
         double,
         acc.access_token,
         chat_body(
-            acc.project, "[[tool]]", model="claude-sonnet-4-5-thinking", generationConfig=gen, tools=tools
+            acc.project, "[[tool]]", model="claude-opus-4-6-thinking", generationConfig=gen, tools=tools
         ),
     )
     ps = parts(events)
@@ -220,7 +220,7 @@ async def test_claude_thinking_default_and_signed_replay(double, http):
         },
     ]
     body = chat_body(
-        acc.project, model="claude-sonnet-4-5-thinking", contents=history, generationConfig=gen, tools=tools
+        acc.project, model="claude-opus-4-6-thinking", contents=history, generationConfig=gen, tools=tools
     )
     status, _, raw = await post(http, double, "streamGenerateContent", acc.access_token, body, sse=True)
     assert status == 400
@@ -243,17 +243,17 @@ async def test_claude_thinking_default_and_signed_replay(double, http):
 
 async def test_quota_exhaustion_answers_429(double, http):
     acc = double.add_account("q@example.com")
-    double.set_quota(acc, "gemini-3-pro-low", 0.02)
+    double.set_quota(acc, "gemini-pro-agent", 0.02)
     double.set_quota_cost(0.01)
     for _ in range(2):
-        await stream(http, double, acc.access_token, chat_body(acc.project, model="gemini-3-pro-high"))
-    assert double.quota(acc, "gemini-3-pro-high") == 0
+        await stream(http, double, acc.access_token, chat_body(acc.project, model="gemini-pro-agent"))
+    assert double.quota(acc, "gemini-pro-agent") == 0
     status, _, raw = await post(
         http,
         double,
         "streamGenerateContent",
         acc.access_token,
-        chat_body(acc.project, model="gemini-3-pro-low"),
+        chat_body(acc.project, model="gemini-pro-agent"),
         sse=True,
     )
     assert status == 429
@@ -267,13 +267,13 @@ async def test_quota_exhaustion_answers_429(double, http):
         http, double, "fetchAvailableModels", acc.access_token, {"project": acc.project}
     )
     models = json.loads(raw)["models"]
-    assert "remainingFraction" not in models["gemini-3-pro-high"]["quotaInfo"]
-    assert "resetTime" in models["gemini-3-pro-low"]["quotaInfo"]
-    assert models["claude-sonnet-4-5"]["quotaInfo"]["remainingFraction"] == 1.0
+    assert "remainingFraction" not in models["gemini-pro-agent"]["quotaInfo"]
+    assert "resetTime" in models["gemini-pro-agent"]["quotaInfo"]
+    assert models["claude-sonnet-4-6"]["quotaInfo"]["remainingFraction"] == 1.0
     assert {"chat_20706", "tab_flash_lite_preview"} <= set(models)
     # other groups are untouched; the reset time passing refills the bucket
     double.advance(6 * 3600)
-    assert double.quota(acc, "gemini-3-pro-high") == 1.0
+    assert double.quota(acc, "gemini-pro-agent") == 1.0
 
 
 async def test_injected_errors_then_success(double, http):
@@ -412,7 +412,7 @@ def _parallel_history(b):
 
 
 def _claude(b, **gen):
-    b["model"] = "claude-sonnet-4-5-thinking"
+    b["model"] = "claude-opus-4-6-thinking"
     b["request"]["generationConfig"] = gen
 
 
@@ -475,7 +475,7 @@ PARAMS = [
         ),
         (
             lambda b: (
-                b.update(model="gemini-2.5-pro")
+                b.update(model="gemini-pro-agent")
                 or b["request"]["generationConfig"].update(thinkingConfig={"thinkingBudget": 0})
             ),
             "Budget 0 is invalid",
@@ -547,10 +547,10 @@ async def test_version_notice_and_user_agent(double, http):
         **{"User-Agent": "python-requests/2.0"},
     )
     assert status == 400
-    double.min_version = "1.15.8"
-    _, _, events = await stream(http, double, acc.access_token, chat_body(acc.project))
+    old = "antigravity/1.11.3 windows/amd64"
+    _, _, events = await stream(http, double, acc.access_token, chat_body(acc.project), **{"User-Agent": old})
     assert visible_text(events) == VERSION_NOTICE
-    assert double.last_chat().headers["User-Agent"] == UA
+    assert double.last_chat().headers["User-Agent"] == old
 
 
 async def test_client_disconnect_is_recorded(double, http):
@@ -575,7 +575,7 @@ async def test_count_tokens_and_durations(double, http):
     acc = double.add_account("n@example.com")
     body = {
         "request": {
-            "model": "models/gemini-2.5-flash",
+            "model": "models/gemini-3-flash",
             "contents": [{"role": "user", "parts": [{"text": "x" * 40}]}],
         }
     }
@@ -584,3 +584,99 @@ async def test_count_tokens_and_durations(double, http):
     assert go_duration(13 * 3600 + 19 * 60 + 1.20964964) == "13h19m1.20964964s"
     assert go_duration(0.976066617) == "976.066617ms"
     assert proto_duration(25) == "25s" and proto_duration(0.976066617) == "0.976066617s"
+
+
+# --- today's upstream (PROTOCOL §13.4, §13.5, §13.3) ---------------------------------------
+
+
+def _prefill(b):
+    b["request"]["contents"].append({"role": "model", "parts": [{"text": "Sure,"}]})
+
+
+@pytest.mark.parametrize(
+    ("model", "mutate", "needle"),
+    [
+        ("gemini-pro-agent", lambda b: _thinking(b, thinkingBudget=0), "Budget 0 is invalid"),
+        ("gemini-3.1-pro-low", lambda b: _thinking(b, thinkingBudget=0), "Budget 0 is invalid"),
+        ("gemini-3.7-flash-high", lambda b: _thinking(b, thinkingBudget=0), "Budget 0 is invalid"),
+        (
+            "gemini-3-flash",
+            lambda b: _thinking(b, thinkingBudget=1024, thinkingLevel="low"),
+            "only one of thinking budget and thinking level",
+        ),
+        ("gemini-pro-agent", lambda b: _thinking(b, thinkingLevel="minimal"), "MINIMAL is not supported"),
+        ("gemini-3-flash", lambda b: _thinking(b, thinkingLevel="max"), "MAX is not supported"),
+        ("gemini-3.7-flash-high", _prefill, "end with a user turn"),
+        ("gemini-3.6-flash-high", _prefill, "end with a user turn"),
+        ("claude-sonnet-4-6", _prefill, "does not support assistant message prefill"),
+        ("gemini-3.1-flash-image", lambda b: None, "only supports requestType image_gen"),
+        (
+            "gemini-3-flash",
+            lambda b: b["request"]["generationConfig"].update(maxOutputTokens=500000),
+            "supported range is from 1 (inclusive) to 65537",
+        ),
+    ],
+)
+async def test_todays_generation_rules_are_400(double, http, model, mutate, needle):
+    acc = double.add_account("r@example.com")
+    body = chat_body(acc.project, model=model)
+    mutate(body)
+    status, _, raw = await post(http, double, "streamGenerateContent", acc.access_token, body, sse=True)
+    assert status == 400, raw
+    assert needle in raw.decode()
+
+
+def _thinking(b, **config):
+    b["request"]["generationConfig"]["thinkingConfig"] = config
+
+
+async def test_older_flash_accepts_prefill_and_no_thinking_config(double, http):
+    acc = double.add_account("p@example.com")
+    body = chat_body(acc.project, model="gemini-3-flash")
+    _prefill(body)
+    _, _, events = await stream(http, double, acc.access_token, body)
+    assert visible_text(events) == "Hello world!"
+
+
+async def test_deprecated_ids_listed_and_retired_ids_answer_the_notice(double, http):
+    acc = double.add_account("d@example.com")
+    status, _, raw = await post(
+        http, double, "fetchAvailableModels", acc.access_token, {"project": acc.project}
+    )
+    payload = json.loads(raw)
+    assert payload["deprecatedModelIds"]["gemini-3-pro-high"] == {"newModelId": "gemini-pro-agent"}
+    assert "gemini-3-pro-high" not in payload["models"]
+    assert payload["models"]["gemini-pro-agent"]["displayName"] == "Gemini 3.1 Pro (High)"
+    _, _, events = await stream(
+        http, double, acc.access_token, chat_body(acc.project, model="claude-sonnet-4-6-thinking")
+    )
+    assert "is no longer available. Please switch to Claude Sonnet 4.6" in visible_text(events)
+    status, _, _ = await post(
+        http,
+        double,
+        "streamGenerateContent",
+        acc.access_token,
+        chat_body(acc.project, model="gpt-9"),
+        sse=True,
+    )
+    assert status == 404
+
+
+async def test_image_models_take_the_image_gen_form(double, http):
+    acc = double.add_account("img@example.com")
+    body = {
+        "project": acc.project,
+        "requestId": "image_gen/1764000000000/0b7c3a52-5a0b-4f7e-9d7e-2a1f0c9b8d11/12",
+        "model": "gemini-3.1-flash-image",
+        "userAgent": "antigravity",
+        "requestType": "image_gen",
+        "request": {
+            "contents": [{"role": "user", "parts": [{"text": "a cat"}]}],
+            "generationConfig": {"candidateCount": 1, "imageConfig": {"aspectRatio": "1:1"}},
+        },
+    }
+    _, _, events = await stream(http, double, acc.access_token, body)
+    assert any("inlineData" in p for p in parts(events))
+    body["request"]["generationConfig"]["temperature"] = 1
+    status, _, raw = await post(http, double, "streamGenerateContent", acc.access_token, body, sse=True)
+    assert status == 400 and "generation_config.temperature" in raw.decode()
