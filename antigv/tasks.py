@@ -1,15 +1,17 @@
 """The background task loop: token refresh, quota reads, pool recovery, clean-ups.
 
-Each task runs on its own schedule. A task marked ``once_per_cluster`` takes a
-PostgreSQL advisory lock (session-level, on one pooled connection) for its run,
-so several instances on one database never run it at the same time. A task
-that fails is logged and runs again next round; it never stops the loop.
+Each task runs on its own schedule. A task marked ``once_per_cluster`` takes a lease
+row in ``task_leases`` for its run, so several instances on one database never run it
+at the same time. The lease is taken, renewed and released by short statements: no
+pooled connection is held while the task calls Google or the upstream (issue 11 #16).
+A task that fails is logged and runs again next round; it never stops the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import contextlib
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -41,10 +43,9 @@ async def cancel_and_wait(task: asyncio.Task, *, every: float = 0.1) -> None:
         log.error("task_failed_before_stop", task=task.get_name(), error=repr(task.exception()))
 
 
-def lock_id(name: str) -> int:
-    return int.from_bytes(
-        hashlib.blake2b(f"antigv-task:{name}".encode(), digest_size=8).digest(), "big", signed=True
-    )
+# A lease outlives its holder by at most this long; the holder renews it well before.
+LEASE_SECONDS = 60.0
+LEASE_RENEW_EVERY = 20.0
 
 
 @dataclass
@@ -58,16 +59,30 @@ class Task:
 
 
 async def run_locked(db: Database, name: str, action: Callable[[], Awaitable[object]]) -> bool:
-    """Run ``action`` under the task's advisory lock; False if another instance holds it."""
-    async with db.cursor() as cur:
-        await cur.execute(db.queries["try_task_lock"], {"lock_id": lock_id(name)})
-        if not (await cur.fetchone())[0]:
-            return False
-        try:
-            await action()
-        finally:
-            await cur.execute(db.queries["release_task_lock"], {"lock_id": lock_id(name)})
+    """Run ``action`` under the task's lease; False if another instance holds it."""
+    holder = secrets.token_hex(8)
+    if await db.one("take_task_lease", name=name, holder=holder, seconds=LEASE_SECONDS) is None:
+        return False
+    renewer = asyncio.create_task(_renew_lease(db, name, holder), name=f"lease-{name}")
+    try:
+        await action()
+    finally:
+        await cancel_and_wait(renewer)
+        # When the database is gone the lease runs out by itself.
+        with contextlib.suppress(ApiError):
+            await db.execute("release_task_lease", name=name, holder=holder)
     return True
+
+
+async def _renew_lease(db: Database, name: str, holder: str) -> None:
+    while True:
+        await asyncio.sleep(LEASE_RENEW_EVERY)
+        try:
+            if not await db.execute("renew_task_lease", name=name, holder=holder, seconds=LEASE_SECONDS):
+                log.warning("task_lease_lost", task=name)
+                return
+        except ApiError as exc:
+            log.warning("task_lease_not_renewed", task=name, code=exc.code)
 
 
 class TaskLoop:

@@ -26,6 +26,7 @@ from antigv.app import create_app
 from antigv.config import Config, build_config
 from antigv.db import migrate
 from antigv.embedded_pg import Cluster
+from tests.upstream_double import UpstreamDouble
 
 pytest_plugins = ["tests.hang_guard"]
 
@@ -116,6 +117,19 @@ def make_config(dsn: str, **sections: dict[str, Any]) -> Config:
     return build_config(raw, env={})
 
 
+def double_config(dsn: str, double: UpstreamDouble, **sections: dict[str, Any]) -> Config:
+    """A config whose upstream and Google OAuth endpoints are the double's; ``sections`` add to it."""
+    base = double.base_url
+    upstream = {"base_urls": [base], **sections.pop("upstream", {})}
+    oauth = {
+        "token_url": base + "/token",
+        "userinfo_url": base + "/oauth2/v2/userinfo",
+        "authorize_url": base + "/o/oauth2/v2/auth",
+        **sections.pop("oauth", {}),
+    }
+    return make_config(dsn, upstream=upstream, oauth=oauth, **sections)
+
+
 @pytest.fixture
 def config(db_dsn: str) -> Config:
     return make_config(db_dsn)
@@ -139,3 +153,12 @@ async def create_user(client: Any, name: str = "alice", **fields: Any) -> dict[s
     response = await client.post("/api/users", json={"name": name, **fields}, headers=bearer(ADMIN_KEY))
     assert response.status == 200, await response.text()
     return (await response.json())["data"]
+
+
+@pytest.fixture
+async def double() -> AsyncIterator[UpstreamDouble]:
+    """The upstream (Cloud Code, Google's OAuth) played by the test double, on a port of its own."""
+    google = UpstreamDouble()
+    await google.start()
+    yield google
+    await google.stop()

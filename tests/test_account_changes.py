@@ -22,7 +22,7 @@ from antigv.app import create_app
 from antigv.catalogue import CATALOGUE
 from antigv.config import Config
 from antigv.db import Database, Queries, create_pool
-from tests.conftest import ADMIN_KEY, bearer, create_user, make_config
+from tests.conftest import ADMIN_KEY, bearer, create_user, double_config
 from tests.test_oauth import google_login
 from tests.upstream_double import UpstreamDouble
 
@@ -50,25 +50,8 @@ def cache_clock(monkeypatch: pytest.MonkeyPatch) -> FrozenClock:
 
 
 @pytest.fixture
-async def double():
-    google = UpstreamDouble()
-    await google.start()
-    yield google
-    await google.stop()
-
-
-@pytest.fixture
 def config(db_dsn: str, double: UpstreamDouble) -> Config:
-    base = double.base_url
-    config = make_config(
-        db_dsn,
-        upstream={"base_urls": [base]},
-        oauth={
-            "token_url": base + "/token",
-            "userinfo_url": base + "/oauth2/v2/userinfo",
-            "authorize_url": base + "/o/oauth2/v2/auth",
-        },
-    )
+    config = double_config(db_dsn, double)
     assert config.database.account_cache_ttl > 0  # the shipped default, not a test override
     return config
 
@@ -225,7 +208,7 @@ async def test_another_instance_sees_a_change_within_the_cache_ttl(
 
 # What account_candidates reads; deleting a user deletes its accounts.
 _WRITE = re.compile(
-    r"(?<!FOR )(?<!KEY )\b(?:UPDATE|INSERT\s+INTO|DELETE\s+FROM)\s+(accounts|model_quotas|cooldowns|shared_pools)\b"
+    r"(?<!FOR )(?<!KEY )\b(?:UPDATE|INSERT\s+INTO|DELETE\s+FROM)\s+(accounts|model_quotas|cooldowns|shared_pools|quota_windows)\b"
     r"|\bDELETE\s+FROM\s+(users)\b|\b(pool_charge)\s*\(",
     re.IGNORECASE,
 )

@@ -13,31 +13,13 @@ from antigv.accounts import oauth as oauth_module
 from antigv.app import create_app
 from antigv.state import DB
 from antigv.tasks import TASKS, run_locked
-from tests.conftest import ADMIN_KEY, bearer, create_user, make_config
+from tests.conftest import ADMIN_KEY, bearer, create_user, double_config
 from tests.test_oauth import google_login
-from tests.upstream_double import UpstreamDouble
-
-
-@pytest.fixture
-async def double():
-    google = UpstreamDouble()
-    await google.start()
-    yield google
-    await google.stop()
 
 
 @pytest.fixture
 async def two_instances(aiohttp_client, db_dsn, double) -> tuple[Any, Any]:
-    base = double.base_url
-    config = make_config(
-        db_dsn,
-        upstream={"base_urls": [base]},
-        oauth={
-            "token_url": base + "/token",
-            "userinfo_url": base + "/oauth2/v2/userinfo",
-            "authorize_url": base + "/o/oauth2/v2/auth",
-        },
-    )
+    config = double_config(db_dsn, double)
     return await aiohttp_client(create_app(config)), await aiohttp_client(create_app(config))
 
 
@@ -131,3 +113,35 @@ async def test_background_refresh_on_two_instances_refreshes_each_account_once(t
     )
     assert True in results
     assert double.refresh_count(upstream) == 1
+
+
+async def test_a_cluster_task_holds_no_database_connection_while_it_runs(two_instances):
+    # Issue 11 item 16: a task that calls Google for minutes must not pin a pooled connection.
+    first, _ = two_instances
+    db = first.app[DB]
+    in_use: list[int] = []
+
+    async def probe() -> None:
+        in_use.append(db.pool.size - db.pool.freesize)
+
+    assert await run_locked(db, "probe", probe) is True
+    assert in_use == [0]
+
+
+async def test_a_lease_whose_holder_died_runs_out(two_instances):
+    first, second = two_instances
+    db = first.app[DB]
+    ran: list[str] = []
+
+    async def note() -> None:
+        ran.append("ran")
+
+    await db.execute("take_task_lease", name="probe", holder="dead", seconds=60)
+    assert await run_locked(second.app[DB], "probe", note) is False
+    async with db.cursor() as cur:  # the dead holder's lease runs out
+        await cur.execute("UPDATE task_leases SET expires_at = now() - interval '1 second'")
+    assert await run_locked(second.app[DB], "probe", note) is True
+    assert ran == ["ran"]
+    async with db.cursor() as cur:
+        await cur.execute("SELECT count(*) FROM task_leases")
+        assert (await cur.fetchone())[0] == 0  # released after the run

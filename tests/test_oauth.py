@@ -24,7 +24,7 @@ from antigv.crypto import TokenCipher, parse_key
 from antigv.errors import Unprocessable
 from antigv.tasks import TASKS
 from antigv.upstream.failures import FailureKind, UpstreamFailure
-from tests.conftest import ADMIN_KEY, bearer, create_user, make_config
+from tests.conftest import ADMIN_KEY, bearer, create_user, double_config, make_config
 from tests.test_accounts_api import ACCOUNT_FIELDS, api_error, ok, sql
 from tests.upstream_double import SCOPES, UpstreamDouble
 
@@ -35,25 +35,11 @@ NO_REFRESH_HINT = "https://myaccount.google.com/permissions"
 
 
 @pytest.fixture
-async def double():
-    google = UpstreamDouble()
-    await google.start()
-    yield google
-    await google.stop()
-
-
-@pytest.fixture
 def config(db_dsn, double):
-    base = double.base_url
-    return make_config(
+    return double_config(
         db_dsn,
-        upstream={"base_urls": [base]},
-        oauth={
-            "token_url": base + "/token",
-            "userinfo_url": base + "/oauth2/v2/userinfo",
-            "authorize_url": base + "/o/oauth2/v2/auth",
-            "callback_url": CALLBACK_URL,
-        },
+        double,
+        oauth={"callback_url": CALLBACK_URL},
         security={"token_encryption_key": ENCRYPTION_KEY},
     )
 

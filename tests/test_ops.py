@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -165,48 +166,78 @@ async def _wait_ready(base: str, within: float = 20.0) -> None:
     raise AssertionError("gateway did not become ready")
 
 
-async def test_sigterm_lets_a_running_stream_finish_and_records_it(tmp_path, db_dsn):
+@dataclass
+class LongStream:
+    """A served gateway, and a long streamed reply whose first chunk has arrived."""
+
+    process: asyncio.subprocess.Process
+    session: aiohttp.ClientSession
+    base: str
+    reply: aiohttp.ClientResponse
+    first: bytes
+
+
+@asynccontextmanager
+async def _long_stream(tmp_path: Path, dsn: str, *, shutdown_timeout: str, frame_delay: float):
+    """``antigv serve`` in a process, streaming ``[[long]]`` (200 frames, ``frame_delay`` apart)."""
     double = UpstreamDouble()
     upstream = await double.start()
     port = _free_port()
     config = tmp_path / "config.toml"
-    _write_config(config, db_dsn, upstream, port)
+    _write_config(config, dsn, upstream, port, shutdown_timeout=shutdown_timeout)
     base = f"http://127.0.0.1:{port}"
     try:
-        async with _serving(config) as process:
+        async with _serving(config) as process, aiohttp.ClientSession() as session:
             await _wait_ready(base)
-            async with aiohttp.ClientSession() as session:
-                async with session.post(
-                    base + "/api/users", json={"name": "s"}, headers=bearer(ADMIN_KEY)
-                ) as r:
-                    user = (await r.json())["data"]
-                insert_account(db_dsn, user["user_id"], double.add_account("s@example.com"))
-                double.set_transport(frame_delay=0.02)  # [[long]]: 200 frames, about 4 s
-                body = {
-                    "model": "gemini-3-flash",
-                    "stream": True,
-                    "messages": [{"role": "user", "content": "[[long]]"}],
-                }
-                async with session.post(
-                    base + "/v1/chat/completions", json=body, headers=bearer(user["api_key"])
-                ) as r:
-                    assert r.status == 200
-                    first = await r.content.readline()
-                    assert first.startswith(b"data: ")
-                    process.send_signal(signal.SIGTERM)
-                    await asyncio.sleep(0.3)
-                    # New connections are refused while the stream goes on.
-                    with pytest.raises(aiohttp.ClientError):
-                        async with session.get(base + "/readyz", headers={"Connection": "close"}) as probe:
-                            assert probe.status == 503
-                    rest = (first + await r.read()).decode()
-            assert rest.rstrip().endswith("data: [DONE]")
-            chunks = [e for e in parse_sse(rest.replace("data: [DONE]", "")) if e.get("choices")]
-            assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
-            assert await asyncio.wait_for(process.wait(), 20) == 0
-            assert query_one(db_dsn, "SELECT count(*), min(status) FROM usage_log") == (1, "ok")
+            async with session.post(base + "/api/users", json={"name": "s"}, headers=bearer(ADMIN_KEY)) as r:
+                user = (await r.json())["data"]
+            insert_account(dsn, user["user_id"], double.add_account("s@example.com"))
+            double.set_transport(frame_delay=frame_delay)
+            body = {
+                "model": "gemini-3-flash",
+                "stream": True,
+                "messages": [{"role": "user", "content": "[[long]]"}],
+            }
+            async with session.post(
+                base + "/v1/chat/completions", json=body, headers=bearer(user["api_key"])
+            ) as reply:
+                assert reply.status == 200
+                first = await reply.content.readline()
+                assert first.startswith(b"data: ")
+                yield LongStream(process, session, base, reply, first)
     finally:
         await double.stop()
+
+
+async def test_sigterm_lets_a_running_stream_finish_and_records_it(tmp_path, db_dsn):
+    async with _long_stream(tmp_path, db_dsn, shutdown_timeout="10", frame_delay=0.02) as s:  # about 4 s
+        s.process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        # New connections are refused while the stream goes on.
+        with pytest.raises(aiohttp.ClientError):
+            async with s.session.get(s.base + "/readyz", headers={"Connection": "close"}) as probe:
+                assert probe.status == 503
+        rest = (s.first + await s.reply.read()).decode()
+        assert rest.rstrip().endswith("data: [DONE]")
+        chunks = [e for e in parse_sse(rest.replace("data: [DONE]", "")) if e.get("choices")]
+        assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+        assert await asyncio.wait_for(s.process.wait(), 20) == 0
+    assert query_one(db_dsn, "SELECT count(*), min(status) FROM usage_log") == (1, "ok")
+
+
+async def test_sigterm_past_the_drain_bound_ends_a_stream_with_an_error_event_in_time(tmp_path, db_dsn):
+    # Issue 11 item 22: a stream longer than server.shutdown_timeout gets an SSE error event
+    # and a clean end of its chunked body within the bound, not a cut connection.
+    async with _long_stream(tmp_path, db_dsn, shutdown_timeout="2", frame_delay=0.1) as s:  # about 20 s
+        s.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        rest = (s.first + await asyncio.wait_for(s.reply.read(), 10)).decode()  # a clean end
+        took = time.monotonic() - signalled
+        assert took < 2 + 1.5, took  # the bound, with slack for a slow machine
+        events = parse_sse(rest.replace("data: [DONE]", ""))
+        assert events[-1]["error"]["type"] == "service_unavailable", events[-1]
+        assert await asyncio.wait_for(s.process.wait(), 20) == 0
+    assert query_one(db_dsn, "SELECT count(*) FROM usage_log") == (1,)
 
 
 # --- database outages ----------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,14 +33,6 @@ GEMINI = "gemini-3-pro-high"
 COST = 0.01  # what one request takes from its account (the double's default)
 BALANCE = 0.05  # the user's pool: five requests' worth
 BURST = 20
-
-
-@pytest.fixture
-async def double() -> AsyncIterator[UpstreamDouble]:
-    upstream = UpstreamDouble()
-    await upstream.start()
-    yield upstream
-    await upstream.stop()
 
 
 @pytest.fixture

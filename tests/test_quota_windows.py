@@ -417,14 +417,6 @@ async def test_a_failing_summary_keeps_the_last_windows_and_never_tries_another_
 # --- the double speaks §13.6 and §13.7 ---------------------------------------------------------
 
 
-@pytest.fixture
-async def double() -> AsyncIterator[UpstreamDouble]:
-    google = UpstreamDouble()
-    await google.start()
-    yield google
-    await google.stop()
-
-
 async def _call(double: UpstreamDouble, rpc: str, token: str, body: dict[str, Any]) -> tuple[int, Any]:
     async with (
         aiohttp.ClientSession() as http,

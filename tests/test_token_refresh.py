@@ -64,14 +64,6 @@ async def gate() -> AsyncIterator[tuple[TokenGate, str]]:
 
 
 @pytest.fixture
-async def double() -> AsyncIterator[UpstreamDouble]:
-    upstream = UpstreamDouble()
-    await upstream.start()
-    yield upstream
-    await upstream.stop()
-
-
-@pytest.fixture
 def config(db_dsn: str, double: UpstreamDouble, gate: tuple[TokenGate, str]) -> Config:
     return make_config(
         db_dsn,

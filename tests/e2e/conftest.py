@@ -224,14 +224,6 @@ class E2E:
 
 
 @pytest.fixture
-async def double() -> AsyncIterator[UpstreamDouble]:
-    d = UpstreamDouble()
-    await d.start()
-    yield d
-    await d.stop()
-
-
-@pytest.fixture
 async def e2e(aiohttp_server: Any, db_dsn: str, double: UpstreamDouble) -> AsyncIterator[E2E]:
     harness = E2E(aiohttp_server, db_dsn, double)
     harness.gw = await harness.new_gateway()

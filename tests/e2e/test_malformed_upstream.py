@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+import structlog
 from aiohttp import web
 
 from tests.conftest import bearer
@@ -199,3 +200,18 @@ async def test_tool_call_arguments_nested_too_deep_to_forward_are_a_400(e2e: E2E
     error = (await response.json())["error"]
     assert error["type"] == "invalid_request_error"
     assert e2e.double.chat_requests == []
+
+
+async def test_a_mid_stream_error_that_quotes_the_prompt_is_logged_without_it(e2e: E2E) -> None:
+    # Issue 11 item 20: the log says which error, never the upstream's message.
+    await e2e.add_account()
+    prompt = "my-secret-plan-for-the-quarter"
+    quoting = {"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": f"bad turn: {prompt}"}}
+    e2e.double.send_raw(text_frame("Hello"), Pause(), quoting)
+    with structlog.testing.capture_logs() as logged:
+        response = await chat(e2e, stream=True, request_id="quoting", text=prompt)
+        body = await response.read()
+    assert sse_payloads(body)[-1]["error"]["type"] in ("upstream_error", "invalid_request_error")
+    (failed,) = [entry for entry in logged if entry["event"] == "stream_failed_midway"]
+    assert failed["error"] and failed["code"]
+    assert prompt not in repr(logged)

@@ -129,14 +129,6 @@ def test_bad_identity_settings_are_refused(key: str, value: object) -> None:
 
 
 @pytest.fixture
-async def double() -> AsyncIterator[UpstreamDouble]:
-    d = UpstreamDouble()
-    await d.start()
-    yield d
-    await d.stop()
-
-
-@pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as s:
         yield s

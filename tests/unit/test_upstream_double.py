@@ -14,7 +14,6 @@ from tests.upstream_double import (
     ANTIGRAVITY_CLIENT_SECRET,
     SKIP_SIGNATURE,
     VERSION_NOTICE,
-    UpstreamDouble,
     go_duration,
     parse_sse,
     proto_duration,
@@ -22,14 +21,6 @@ from tests.upstream_double import (
 )
 
 UA = "antigravity/hub/2.9.1 darwin/arm64"
-
-
-@pytest.fixture
-async def double():
-    d = UpstreamDouble()
-    await d.start()
-    yield d
-    await d.stop()
 
 
 @pytest.fixture

@@ -9,15 +9,7 @@ import aiohttp
 import pytest
 
 from tests.unit.test_upstream_double import chat_body, post, stream, visible_text
-from tests.upstream_double import NEW_MODELS, VERSION_NOTICE, UpstreamDouble
-
-
-@pytest.fixture
-async def double() -> AsyncIterator[UpstreamDouble]:
-    d = UpstreamDouble()
-    await d.start()
-    yield d
-    await d.stop()
+from tests.upstream_double import NEW_MODELS, VERSION_NOTICE
 
 
 @pytest.fixture
