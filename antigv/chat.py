@@ -27,7 +27,7 @@ from .accounts.tokens import AccountRevoked, RefreshFailed, TokenManager
 from .catalogue import ModelCatalogue, ModelRetired
 from .config import Config
 from .db import Database
-from .errors import ApiError, InvalidRequest, UpstreamError
+from .errors import ApiError, InvalidRequest, RateLimited, UpstreamError
 from .metrics import Metrics
 from .quotas.pools import account_group_models
 from .quotas.reservations import PoolReservations, Reservation
@@ -250,6 +250,15 @@ class ChatService:
                 "The upstream refused this gateway's client version for this model; "
                 "the upstream client version must be raised",
                 code="upstream_client_outdated",
+            )
+        if failure.kind is FailureKind.VALIDATION_REQUIRED:
+            # The account is parked, not broken: the client may come back, as a later
+            # request is told; only its owner sees where to verify (PROTOCOL §13.9).
+            return RateLimited(
+                "The account serving this request must be verified again by its owner in a browser "
+                "(validation_url in /api/accounts); it is parked meanwhile",
+                code="account_validation_required",
+                retry_after=VALIDATION_COOLDOWN.total_seconds(),
             )
         return to_api_error(failure)
 

@@ -165,9 +165,11 @@ async def test_an_account_parked_for_validation_is_a_429_when_it_was_the_only_on
     acc = await e2e.add_account()
     e2e.double.fail("validation_required", times=1)
 
-    with pytest.raises(openai.APIStatusError) as caught:
+    with pytest.raises(openai.RateLimitError) as caught:
         await ask(e2e)
-    assert caught.value.status_code == 502
+    assert caught.value.code == "account_validation_required"
+    assert 590 < float(caught.value.response.headers["Retry-After"]) <= 600
+    assert "accounts.google.com" not in str(caught.value.body)  # the URL is for its owner only
     with pytest.raises(openai.RateLimitError) as again:
         await ask(e2e, model="claude-sonnet-4-6")
     assert 590 < float(again.value.response.headers["Retry-After"]) <= 600
