@@ -7,7 +7,7 @@ ANTIGV := $(BIN)/antigv --config $(CONFIG)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install constraints run serve test lint format migrate db-start db-stop db-status clean \
+.PHONY: help install constraints run serve test test-fast lint format migrate db-start db-stop db-status clean \
         postgres user-create users quota-recover refresh-tokens db-backup db-restore logs \
         install-service uninstall-service bench
 
@@ -52,6 +52,9 @@ serve: install $(CONFIG) ## serve with the existing config (migrations first)
 test: install postgres ## run the test suite against a throwaway PostgreSQL
 	@# A test stuck for good ends the run; tests/hang_guard.py leaves its stacks here.
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) || { status=$$?; cat var/test-hang.log 2>/dev/null; exit $$status; }
+
+test-fast: install postgres ## the suite without the slow end-to-end and ops tests
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 lint: install ## ruff check and format check
 	$(BIN)/ruff check antigv tests bench

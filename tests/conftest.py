@@ -30,6 +30,17 @@ from tests.upstream_double import UpstreamDouble
 
 pytest_plugins = ["tests.hang_guard"]
 
+# End-to-end and operations tests (real SDK clients, `antigv serve` processes): `slow`, so
+# `make test-fast` can leave them out. `make test` runs everything.
+_SLOW = ("e2e", "test_ops.py", "test_instances.py", "test_cli.py", "test_fuzz_endpoints.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(part in _SLOW for part in item.path.relative_to(item.config.rootpath).parts):
+            item.add_marker(pytest.mark.slow)
+
+
 # The machines are shared and noisy: a property test judged by wall time would flake.
 settings.register_profile("antigv", deadline=None)
 settings.load_profile("antigv")
@@ -91,16 +102,45 @@ def fresh_database(pg_server: str) -> Iterator[str]:
     _admin_execute(pg_server, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-@pytest.fixture
-def db_dsn(pg_server: str, template_db: str) -> Iterator[str]:
-    """A migrated database of this test's own."""
-    name = f"antigv_test_{os.getpid()}_{next(_counter)}"
+@pytest.fixture(scope="session")
+def shared_db(pg_server: str, template_db: str) -> str:
+    """One migrated database the tests take turns on (issue 12 item 8): emptied before each
+    test instead of created and dropped per test, which took most of the suite's time."""
+    name = f"antigv_test_{os.getpid()}"
+    _admin_execute(pg_server, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     _admin_execute(
         pg_server,
         sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template_db)),
     )
-    yield dsn_for(pg_server, name)
-    _admin_execute(pg_server, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    return dsn_for(pg_server, name)
+
+
+# Every table but the migration ledger, sequences restarted: as a fresh copy of the template.
+_EMPTY_DATABASE = """
+DO $$
+DECLARE tables text;
+BEGIN
+    PERFORM pg_terminate_backend(pid) FROM pg_stat_activity
+     WHERE datname = current_database() AND pid <> pg_backend_pid();
+    SELECT string_agg(format('%I.%I', schemaname, tablename), ', ') INTO tables
+      FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations';
+    EXECUTE 'TRUNCATE ' || tables || ' RESTART IDENTITY CASCADE';
+END $$
+"""
+
+
+@pytest.fixture
+def db_dsn(shared_db: str) -> str:
+    """A migrated, empty database for this test. Connections a previous test left open are
+    ended first, as dropping its database used to."""
+    conn = psycopg2.connect(shared_db, connect_timeout=10, options="-c statement_timeout=60s")
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(_EMPTY_DATABASE)
+    finally:
+        conn.close()
+    return shared_db
 
 
 def make_config(dsn: str, **sections: dict[str, Any]) -> Config:
