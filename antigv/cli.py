@@ -26,7 +26,7 @@ import psycopg2
 import structlog
 from aiohttp import web
 
-from . import users
+from . import serving, users
 from .app import create_app, refuse_plaintext_tokens
 from .config import Config, ConfigError, config_path, load_config
 from .db import Database, Queries, QueryError, close_pool, create_pool, migrate, sql_dir
@@ -310,8 +310,7 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
         return _run_workers(args, host, port)
     app = create_app(config)
 
-    def listening(_banner: str) -> None:
-        # run_app calls its ``print`` once every site listens: the moment to say so.
+    def listening() -> None:
         identity = app[CLIENT_IDENTITY]
         log.info(
             "listening",
@@ -323,20 +322,17 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
         )
 
     try:
-        web.run_app(
+        serving.run(
             app,
-            host=host,
-            port=port,
+            host,
+            port,
+            reuse_port=bool(args.worker),
             shutdown_timeout=config.server.shutdown_timeout,
-            access_log=None,
-            reuse_port=args.worker or None,
-            print=listening,
-            # A client that goes away cancels its handler, which aborts the upstream call.
-            handler_cancellation=True,
+            listening=listening,
             loop=_event_loop_factory(),
         )
     except OSError as exc:
-        # Binding is the one step of run_app that raises OSError (the rest are caught).
+        # Binding is the one step of serving that raises OSError (the rest are caught).
         why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
         print(f"antigv: cannot listen on {host}:{port}: {why}", file=sys.stderr)
         return 1

@@ -748,7 +748,7 @@ _AREAS = [  # the deepest frame that matches names the area of a sample
     ("metrics (prometheus_client)", r"prometheus|metrics\.py"),
     ("middleware + auth + logging", r"auth_middleware|request_middleware|structlog|key_digest"),
     ("server: aiohttp protocol", r"web_protocol|http_parser|web_app"),
-    ("event loop", r"run_app|uvloop|base_events"),
+    ("event loop", r"run_app|serving\.py|uvloop|base_events"),
 ]
 
 
