@@ -323,12 +323,14 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
 
     try:
         serving.run(
-            app,
-            host,
-            port,
-            reuse_port=bool(args.worker),
-            shutdown_timeout=config.server.shutdown_timeout,
-            listening=listening,
+            serving.serve(
+                app,
+                host,
+                port,
+                reuse_port=bool(args.worker),
+                shutdown_timeout=config.server.shutdown_timeout,
+                listening=listening,
+            ),
             loop=_event_loop_factory(),
         )
     except OSError as exc:

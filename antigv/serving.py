@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from http import HTTPStatus
+from typing import Any
 
 from aiohttp import web
 
@@ -68,7 +69,7 @@ class GatewayRunner(web.AppRunner):
         return server
 
 
-async def _serve(
+async def serve(
     app: web.Application,
     host: str,
     port: int,
@@ -77,6 +78,8 @@ async def _serve(
     shutdown_timeout: float,
     listening: Callable[[], None],
 ) -> None:
+    """Serve ``app`` until cancelled; then drain within ``shutdown_timeout``. A port that
+    cannot be bound raises OSError."""
     runner = GatewayRunner(
         app,
         handle_signals=True,  # SIGINT/SIGTERM raise web.GracefulExit in the loop
@@ -94,37 +97,26 @@ async def _serve(
         await runner.cleanup()
 
 
-def run(
-    app: web.Application,
-    host: str,
-    port: int,
-    *,
-    reuse_port: bool,
-    shutdown_timeout: float,
-    listening: Callable[[], None],
-    loop: asyncio.AbstractEventLoop | None = None,
-) -> None:
-    """Serve until SIGINT or SIGTERM, then drain within ``shutdown_timeout`` (as
-    ``web.run_app`` does). A port that cannot be bound raises OSError."""
+def run(main: Coroutine[Any, Any, None], loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Run ``main`` (:func:`serve`) until SIGINT or SIGTERM, then let it drain, as
+    ``web.run_app`` does; what ``main`` raises (OSError for a port in use) propagates."""
     loop = loop or asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    main = loop.create_task(
-        _serve(app, host, port, reuse_port=reuse_port, shutdown_timeout=shutdown_timeout, listening=listening)
-    )
+    task = loop.create_task(main)
     try:
-        loop.run_until_complete(main)
+        loop.run_until_complete(task)
     except (web.GracefulExit, KeyboardInterrupt):
         pass
     finally:
         try:
-            if not main.done():
-                main.cancel()  # runs the runner's cleanup: the drain
+            if not task.done():
+                task.cancel()  # runs the runner's cleanup: the drain
                 with contextlib.suppress(asyncio.CancelledError):
-                    loop.run_until_complete(main)
+                    loop.run_until_complete(task)
         finally:
             rest = asyncio.all_tasks(loop)
-            for task in rest:
-                task.cancel()
+            for other in rest:
+                other.cancel()
             loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()

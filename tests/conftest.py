@@ -54,10 +54,12 @@ def dsn_for(base_dsn: str, database: str) -> str:
 
 
 def _admin_execute(base_dsn: str, statement: sql.Composable) -> None:
+    _execute(dsn_for(base_dsn, "postgres"), statement)
+
+
+def _execute(dsn: str, statement: sql.Composable | str) -> None:
     # Bounded: a blocking libpq call would not even let the hang guard fire.
-    conn = psycopg2.connect(
-        dsn_for(base_dsn, "postgres"), connect_timeout=10, options="-c statement_timeout=60s"
-    )
+    conn = psycopg2.connect(dsn, connect_timeout=10, options="-c statement_timeout=60s")
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
@@ -133,13 +135,7 @@ END $$
 def db_dsn(shared_db: str) -> str:
     """A migrated, empty database for this test. Connections a previous test left open are
     ended first, as dropping its database used to."""
-    conn = psycopg2.connect(shared_db, connect_timeout=10, options="-c statement_timeout=60s")
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(_EMPTY_DATABASE)
-    finally:
-        conn.close()
+    _execute(shared_db, _EMPTY_DATABASE)
     return shared_db
 
 
