@@ -8,9 +8,9 @@ WITH batch AS (
         %(prompt_tokens)s::integer[], %(completion_tokens)s::integer[],
         %(reasoning_tokens)s::integer[], %(total_tokens)s::integer[],
         %(statuses)s::text[], %(latencies)s::integer[], %(consumed_at)s::timestamptz[]
-    ) AS b(request_id, user_id, account_id, model_name, quota_group, is_shared,
+    ) WITH ORDINALITY AS b(request_id, user_id, account_id, model_name, quota_group, is_shared,
            prompt_tokens, completion_tokens, reasoning_tokens, total_tokens,
-           status, latency_ms, consumed_at)
+           status, latency_ms, consumed_at, position)
 ), inserted AS (
     INSERT INTO usage_log (request_id, user_id, account_id, model_name, quota_group, is_shared,
                            prompt_tokens, completion_tokens, reasoning_tokens, total_tokens,
@@ -21,6 +21,9 @@ WITH batch AS (
     FROM batch b
     LEFT JOIN users u ON u.user_id = b.user_id
     LEFT JOIN accounts a ON a.account_id = b.account_id
+    -- log_id follows the batch's order whatever join the planner picks (a hash join
+    -- on a table with statistics returns rows in its own order).
+    ORDER BY b.position
     RETURNING account_id, consumed_at
 )
 UPDATE accounts a
