@@ -79,7 +79,8 @@ BEFORE_UPSTREAM = {"account_candidates", "user_by_key_hash", "get_signatures"}
 AFTER_UPSTREAM = {"store_signatures", "set_cooldown", "disable_account"}
 BATCHED = {"insert_usage_batch"}
 CHAT_RPCS = {"streamGenerateContent", "generateContent"}
-BACKGROUND_RPCS = {"fetchAvailableModels"}  # quota reads after usage batches, debounced per account
+# Quota reads after usage batches, debounced per account: both calls of one read (PROTOCOL §13.6).
+BACKGROUND_RPCS = {"fetchAvailableModels", "retrieveUserQuotaSummary"}
 
 
 # --------------------------------------------------------------------------------------
@@ -1036,7 +1037,7 @@ def evaluate(rows: dict, db: dict, open_phases: dict[str, Phase]) -> list[tuple[
     background = sum(v for k, v in calls.items() if k in BACKGROUND_RPCS)
     checks.append(("upstream calls per chat request", "1, zero extra",
                    f"{chat / n:.3f} chat, {extra} extra; {background} background quota reads "
-                   f"(fetchAvailableModels, debounced per account, not per request)", chat == n and extra == 0))  # fmt: skip
+                   f"(fetchAvailableModels + retrieveUserQuotaSummary, debounced per account, not per request)", chat == n and extra == 0))  # fmt: skip
     og = open_phases.get("gw-stream")
     if og is not None:
         mb = og.peak_rss_kb / 1024
