@@ -198,7 +198,7 @@ class Database(_Runner):
 
     @asynccontextmanager
     async def cursor(self) -> AsyncIterator[Any]:
-        """A raw cursor on one pooled connection (for session-level work such as advisory locks)."""
+        """A raw cursor on one pooled connection, held for the block (the statements below use it)."""
         try:
             async with self.pool.acquire() as conn, conn.cursor() as cur:
                 yield cur

@@ -10,6 +10,7 @@ from typing import Any
 
 from antigv.db import Database, Queries, close_pool, create_pool
 from antigv.keys import key_digest
+from antigv.usage import UsageRecord
 
 
 @asynccontextmanager
@@ -131,4 +132,20 @@ async def set_pool(
         q=quota,
         m=max_quota,
         s=hours_ago * 3600,
+    )
+
+
+def usage_record(n: int, prompt_tokens: int = 10) -> UsageRecord:
+    """A finished request's usage row, ``req-<n>``, of no user or account."""
+    return UsageRecord(
+        request_id=f"req-{n}",
+        user_id=None,
+        account_id=None,
+        model_name="gemini-3-flash",
+        quota_group="gemini-flash",
+        is_shared=0,
+        status="ok",
+        latency_ms=1,
+        prompt_tokens=prompt_tokens,
+        total_tokens=prompt_tokens,
     )

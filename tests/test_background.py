@@ -13,7 +13,7 @@ from antigv.state import DB
 from antigv.tasks import TASKS, cancel_and_wait
 from antigv.usage import UsageRecord, UsageRecorder
 from tests.conftest import make_config
-from tests.quota_helpers import insert_account, insert_usage, insert_user, open_db, sql, value
+from tests.quota_helpers import insert_account, insert_usage, insert_user, open_db, sql, usage_record, value
 
 
 async def test_cancel_and_wait_ends_a_loop_whose_first_cancellation_was_swallowed():
@@ -33,25 +33,12 @@ async def test_cancel_and_wait_ends_a_loop_whose_first_cancellation_was_swallowe
     assert task.cancelled()
 
 
-def record(n: int) -> UsageRecord:
-    return UsageRecord(
-        request_id=f"req-{n}",
-        user_id=None,
-        account_id=None,
-        model_name="gemini-3-flash",
-        quota_group="gemini-flash",
-        is_shared=0,
-        status="ok",
-        latency_ms=1,
-    )
-
-
 async def test_closing_the_writer_writes_every_row_once(db_dsn):
     async with open_db(db_dsn) as db:
         recorder = UsageRecorder(db, interval=0.01)
         recorder.start()
         for n in range(300):
-            recorder.record(record(n))
+            recorder.record(usage_record(n))
             if n % 50 == 0:
                 await asyncio.sleep(0.005)  # rounds of the writer run in between
         await recorder.close()
@@ -70,9 +57,9 @@ async def test_a_failing_listener_does_not_stop_the_writer(db_dsn):
 
         recorder.listeners += [broken, lambda batch: seen.extend(range(len(batch)))]
         recorder.start()
-        recorder.record(record(1))
+        recorder.record(usage_record(1))
         await asyncio.sleep(0.2)
-        recorder.record(record(2))
+        recorder.record(usage_record(2))
         await recorder.close()
         assert await value(db, "SELECT count(*) FROM usage_log") == 2
         assert len(seen) == 2  # the listener after the broken one still heard of both rows

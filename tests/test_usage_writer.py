@@ -4,23 +4,8 @@
 from __future__ import annotations
 
 from antigv.metrics import Metrics
-from antigv.usage import BATCH_SIZE, UsageRecord, UsageRecorder
-from tests.quota_helpers import open_db, sql, value
-
-
-def record(n: int, prompt_tokens: int = 10) -> UsageRecord:
-    return UsageRecord(
-        request_id=f"req-{n}",
-        user_id=None,
-        account_id=None,
-        model_name="gemini-2.5-flash",
-        quota_group="gemini-flash",
-        is_shared=0,
-        status="ok",
-        latency_ms=1,
-        prompt_tokens=prompt_tokens,
-        total_tokens=prompt_tokens,
-    )
+from antigv.usage import BATCH_SIZE, UsageRecorder
+from tests.quota_helpers import open_db, sql, usage_record, value
 
 
 def dropped(metrics: Metrics) -> float:
@@ -35,7 +20,7 @@ async def test_every_tenth_row_out_of_range_loses_only_those_rows(db_dsn):
         recorder.listeners.append(lambda batch: written_batches.append(len(batch)))
         # The fuzzing run: every tenth reply claimed 3e9 prompt tokens, beyond the integer column.
         for n in range(209):
-            recorder.record(record(n, prompt_tokens=3_000_000_000 if n % 10 == 0 else 10))
+            recorder.record(usage_record(n, prompt_tokens=3_000_000_000 if n % 10 == 0 else 10))
 
         assert await recorder.flush() == 188
 
@@ -60,7 +45,7 @@ async def test_one_refused_row_in_a_full_batch_costs_a_few_statements(db_dsn):
 
         db.execute = counting_execute  # type: ignore[method-assign]
         for n in range(BATCH_SIZE):
-            recorder.record(record(n, prompt_tokens=2**31 if n == 300 else 10))
+            recorder.record(usage_record(n, prompt_tokens=2**31 if n == 300 else 10))
 
         assert await recorder.flush() == BATCH_SIZE - 1
         assert await value(db, "SELECT count(*) FROM usage_log") == BATCH_SIZE - 1
@@ -73,7 +58,7 @@ async def test_rows_are_written_once_and_in_order_around_refused_ones(db_dsn):
         recorder = UsageRecorder(db)
         bad = {3, 4, 17}
         for n in range(20):
-            recorder.record(record(n, prompt_tokens=2**40 if n in bad else 10))
+            recorder.record(usage_record(n, prompt_tokens=2**40 if n in bad else 10))
         assert await recorder.flush() == 17
         rows = await sql(db, "SELECT request_id FROM usage_log ORDER BY log_id")
         assert [row["request_id"] for row in rows] == [f"req-{n}" for n in range(20) if n not in bad]
