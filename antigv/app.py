@@ -9,27 +9,34 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from .accounts.selection import AccountRouter
-from .accounts.tokens import TOKENS, TokenManager, refresh_due_tokens
-from .auth import KEY_CACHE, KeyCache, auth_middleware
-from .catalogue import CATALOGUE, ModelCatalogue
-from .chat import CHAT, ChatService
-from .config import Config, ConfigError
-from .crypto import TokenCipher, parse_key
-from .db import Database, Queries, close_pool, create_pool
-from .embedded_pg import default_cluster
-from .metrics import METRICS
-from .metrics import setup as setup_metrics
-from .middleware import request_middleware
-from .quotas.pools import recover_pools_task
-from .quotas.reservations import ESTIMATE_EVERY, RESERVATIONS, PoolReservations, refresh_estimates
-from .quotas.service import QUOTAS, quota_service, read_stale_quotas
-from .routes import accounts, chat, health, models, oauth, quotas, users
-from .state import CONFIG, DB, HTTP, LIFECYCLE, Lifecycle
-from .tasks import TASKS, Task, TaskLoop, task_loop
-from .upstream.client import UPSTREAM, UpstreamClient
-from .upstream.identity import CLIENT_IDENTITY, MANIFEST_REFRESH, ClientIdentity, refresh_client_version
-from .usage import USAGE, purge_old_usage, usage_writer
+from antigv.accounting.pools import recover_pools_task
+from antigv.accounting.quotas import QUOTAS, quota_service, read_stale_quotas
+from antigv.accounting.reservations import ESTIMATE_EVERY, RESERVATIONS, PoolReservations, refresh_estimates
+from antigv.accounting.usage import USAGE, purge_old_usage, usage_writer
+from antigv.appkeys import CONFIG, DB, HTTP, LIFECYCLE, Lifecycle
+from antigv.backends.antigravity.client import UPSTREAM, UpstreamClient
+from antigv.backends.antigravity.identity import (
+    CLIENT_IDENTITY,
+    MANIFEST_REFRESH,
+    ClientIdentity,
+    refresh_client_version,
+)
+from antigv.backends.antigravity.tokens import TOKENS, TokenManager, refresh_due_tokens
+from antigv.config import Config, ConfigError
+from antigv.gateway.catalogue import CATALOGUE, ModelCatalogue
+from antigv.gateway.selection import AccountRouter
+from antigv.gateway.service import CHAT, ChatService
+from antigv.ops import health
+from antigv.ops.embedded_pg import default_cluster
+from antigv.ops.metrics import METRICS
+from antigv.ops.metrics import setup as setup_metrics
+from antigv.ops.tasks import TASKS, Task, TaskLoop, task_loop
+from antigv.protocols.admin import accounts, oauth, quotas, users
+from antigv.protocols.auth import KEY_CACHE, KeyCache, auth_middleware
+from antigv.protocols.middleware import request_middleware
+from antigv.protocols.openai import chat, models
+from antigv.store.crypto import TokenCipher, parse_key
+from antigv.store.db import Database, Queries, close_pool, create_pool
 
 log = structlog.get_logger(__name__)
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
-from .crypto import TokenCipherError, parse_key
-from .translate.models import THINKING_FAMILIES
+from antigv.backends.antigravity.models import THINKING_FAMILIES
+from antigv.store.crypto import TokenCipherError, parse_key
 
 ENV_CONFIG_PATH = "ANTIGV_CONFIG"
 ENV_OVERRIDES = {

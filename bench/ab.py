@@ -4,7 +4,7 @@
         [--baseline direct,null,gw-stream] [--levels 1,64] [--rounds 3]
 
 A launcher is any script that starts a gateway variant (for instance one that
-monkeypatches a prototype of a change before calling ``antigv.cli.main``).
+monkeypatches a prototype of a change before calling ``antigv.cli.main.main``).
 
 Each ``NAME=COMMAND`` is a script run as ``python COMMAND --config F serve`` against
 the same database, accounts and upstream double as the bench's own gateway (which

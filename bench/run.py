@@ -238,7 +238,7 @@ class PostgresBench:
     """A throwaway cluster (antigv's Cluster helpers) with pg_stat_statements loaded."""
 
     def __init__(self, root: Path) -> None:
-        from antigv.embedded_pg import Cluster
+        from antigv.ops.embedded_pg import Cluster
 
         self.cluster = Cluster(root, port=free_port())
 
@@ -325,7 +325,7 @@ def upstream_body() -> bytes:
     import orjson
 
     from antigv.config import DefaultsConfig
-    from antigv.translate.request import build_upstream_request, parse_chat_request
+    from antigv.protocols.openai.parse import build_upstream_request, parse_chat_request
 
     req = parse_chat_request(openai_body(stream=True))
     up = build_upstream_request(
@@ -690,7 +690,7 @@ def _fingerprint(sql: str) -> str:
 
 def classify_statements(rows: list[tuple[str, int]]) -> list[dict[str, Any]]:
     """Calls per named query (psycopg2 inlines arrays, so one name may have many entries)."""
-    from antigv.db import Queries
+    from antigv.store.db import Queries
 
     prints = {_fingerprint(sql): name for name, sql in Queries.load()._queries.items()}
     merged: dict[str, int] = {}

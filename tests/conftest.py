@@ -24,8 +24,8 @@ from psycopg2 import sql
 
 from antigv.app import create_app
 from antigv.config import Config, build_config
-from antigv.db import migrate
-from antigv.embedded_pg import Cluster
+from antigv.ops.embedded_pg import Cluster
+from antigv.store.db import migrate
 from tests.upstream_double import UpstreamDouble
 
 pytest_plugins = ["tests.hang_guard"]

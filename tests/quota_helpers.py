@@ -8,9 +8,9 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from antigv.db import Database, Queries, close_pool, create_pool
-from antigv.keys import key_digest
-from antigv.usage import UsageRecord
+from antigv.accounting.usage import UsageRecord
+from antigv.store.db import Database, Queries, close_pool, create_pool
+from antigv.store.keys import key_digest
 
 
 @asynccontextmanager

@@ -15,13 +15,13 @@ from typing import Any
 import psycopg2
 import pytest
 
-import antigv.accounts.selection
-from antigv.accounts import oauth as oauth_module
-from antigv.accounts.selection import AccountRouter
+import antigv.gateway.selection
 from antigv.app import create_app
-from antigv.catalogue import CATALOGUE
+from antigv.backends.antigravity import oauth as oauth_module
 from antigv.config import Config
-from antigv.db import Database, Queries, create_pool
+from antigv.gateway.catalogue import CATALOGUE
+from antigv.gateway.selection import AccountRouter
+from antigv.store.db import Database, Queries, create_pool
 from tests.conftest import ADMIN_KEY, bearer, create_user, double_config
 from tests.test_oauth import google_login
 from tests.upstream_double import UpstreamDouble
@@ -31,7 +31,7 @@ _emails = itertools.count(1)
 
 
 class FrozenClock:
-    """Stands in for the ``time`` module inside antigv.accounts.selection: the cache ages
+    """Stands in for the ``time`` module inside antigv.gateway.selection: the cache ages
     only when a test moves ``now``."""
 
     def __init__(self) -> None:
@@ -44,7 +44,7 @@ class FrozenClock:
 @pytest.fixture(autouse=True)
 def cache_clock(monkeypatch: pytest.MonkeyPatch) -> FrozenClock:
     clock = FrozenClock()
-    monkeypatch.setattr(antigv.accounts.selection, "time", clock)
+    monkeypatch.setattr(antigv.gateway.selection, "time", clock)
     monkeypatch.setattr(oauth_module, "ONBOARD_POLL_DELAY", 0.0)
     return clock
 

@@ -1,6 +1,6 @@
 """The API-key cache: changes are seen at once here and within CACHE_TTL elsewhere.
 
-Instead of sleeping through the TTL, the tests swap the clock ``antigv.auth``
+Instead of sleeping through the TTL, the tests swap the clock ``antigv.protocols.auth``
 reads (its ``time`` module) for one they move by hand; asyncio's own clock is
 left alone.
 """
@@ -13,18 +13,18 @@ from typing import Any
 
 import pytest
 
-import antigv.auth
-import antigv.keys
+import antigv.protocols.auth
+import antigv.store.keys
 from antigv.app import create_app
-from antigv.auth import CACHE_TTL, KeyCache
-from antigv.db import Database
-from antigv.keys import is_admin_key, key_digest
-from antigv.state import Principal
+from antigv.appkeys import Principal
+from antigv.protocols.auth import CACHE_TTL, KeyCache
+from antigv.store.db import Database
+from antigv.store.keys import is_admin_key, key_digest
 from tests.conftest import ADMIN_KEY, bearer, create_user, make_config
 
 
 class FakeClock:
-    """Stands in for the ``time`` module inside ``antigv.auth``."""
+    """Stands in for the ``time`` module inside ``antigv.protocols.auth``."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -39,7 +39,7 @@ class FakeClock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
-    monkeypatch.setattr(antigv.auth, "time", fake)
+    monkeypatch.setattr(antigv.protocols.auth, "time", fake)
     return fake
 
 
@@ -176,7 +176,7 @@ async def test_preference_reaches_the_cached_principal(client, clock):
     user = await create_user(client)
     key = user["api_key"]
     assert await status_of(client, key) == 200
-    cache = client.app[antigv.auth.KEY_CACHE]
+    cache = client.app[antigv.protocols.auth.KEY_CACHE]
     assert cache.get(key_digest(key))[1].prefer_shared == 0
     response = await client.put(
         f"/api/users/{user['user_id']}/preference", json={"prefer_shared": 1}, headers=bearer(key)
@@ -253,7 +253,7 @@ def test_admin_key_check_is_constant_time(monkeypatch):
         seen.append((a, b))
         return a == b
 
-    monkeypatch.setattr(antigv.keys.hmac, "compare_digest", spy)
+    monkeypatch.setattr(antigv.store.keys.hmac, "compare_digest", spy)
     assert is_admin_key(ADMIN_KEY, ADMIN_KEY)
     assert seen == [(ADMIN_KEY.encode(), ADMIN_KEY.encode())]
 

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-import antigv.usage
+import antigv.accounting.usage
+from antigv.accounting.usage import UsageRecord, UsageRecorder
 from antigv.app import create_app
-from antigv.state import DB
-from antigv.tasks import TASKS, cancel_and_wait
-from antigv.usage import UsageRecord, UsageRecorder
+from antigv.appkeys import DB
+from antigv.ops.tasks import TASKS, cancel_and_wait
 from tests.conftest import make_config
 from tests.quota_helpers import insert_account, insert_usage, insert_user, open_db, sql, usage_record, value
 
@@ -70,7 +70,7 @@ async def test_a_failing_listener_does_not_stop_the_writer(db_dsn):
 
 @pytest.mark.parametrize("retention_days", [30, 0])
 async def test_usage_rows_past_the_retention_are_purged(aiohttp_client, db_dsn, monkeypatch, retention_days):
-    monkeypatch.setattr(antigv.usage, "PURGE_BATCH", 2)  # several statements for five rows
+    monkeypatch.setattr(antigv.accounting.usage, "PURGE_BATCH", 2)  # several statements for five rows
     app = create_app(make_config(db_dsn, tasks={"enabled": False, "usage_retention_days": retention_days}))
     await aiohttp_client(app)
     db = app[DB]

@@ -24,12 +24,12 @@ from typing import Any
 import psycopg2
 import pytest
 
-import antigv.cli
-from antigv import users
-from antigv.cli import main
+import antigv.cli.main
+from antigv.cli.main import main
 from antigv.config import LoggingConfig, load_config
-from antigv.db import load_migrations
-from antigv.embedded_pg import Cluster
+from antigv.ops.embedded_pg import Cluster
+from antigv.store import users
+from antigv.store.db import load_migrations
 from tests.conftest import ADMIN_KEY
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,7 +52,7 @@ def quiet_environment(monkeypatch: pytest.MonkeyPatch) -> list[LoggingConfig]:
     ):
         monkeypatch.delenv(var, raising=False)
     calls: list[LoggingConfig] = []
-    monkeypatch.setattr(antigv.cli, "configure_logging", lambda config, _stream: calls.append(config))
+    monkeypatch.setattr(antigv.cli.main, "configure_logging", lambda config, _stream: calls.append(config))
     return calls
 
 
@@ -352,7 +352,7 @@ def test_a_stop_signal_that_comes_while_a_worker_is_spawned_reaches_that_worker(
     watchdog = threading.Timer(20, lambda: [w.kill() for w in workers])
     watchdog.start()
     try:
-        assert antigv.cli._supervise(spawn, 3) == 0
+        assert antigv.cli.main._supervise(spawn, 3) == 0
     finally:
         watchdog.cancel()
     assert [w.returncode for w in workers] == [-signal.SIGTERM, -signal.SIGTERM]
@@ -403,7 +403,7 @@ def test_commands_do_not_start_a_stopped_embedded_database(tmp_path, capsys, mon
 def test_migrate_and_db_start_do_start_it(tmp_path, capsys, monkeypatch):
     started: list[Cluster] = []
     monkeypatch.setattr(Cluster, "start", lambda self, **_: started.append(self))
-    monkeypatch.setattr(antigv.cli, "migrate", lambda dsn: asyncio.sleep(0, []))
+    monkeypatch.setattr(antigv.cli.main, "migrate", lambda dsn: asyncio.sleep(0, []))
     path = embedded_config(tmp_path)
     assert run(capsys, "--config", str(path), "db", "start")[0] == 0
     assert run(capsys, "--config", str(path), "migrate")[0] == 0
@@ -411,7 +411,7 @@ def test_migrate_and_db_start_do_start_it(tmp_path, capsys, monkeypatch):
 
 
 def test_serve_refuses_to_store_tokens_in_clear_unless_told(cfg, capsys, monkeypatch):
-    monkeypatch.setattr(antigv.cli, "migrate", lambda dsn: pytest.fail("must refuse before migrating"))
+    monkeypatch.setattr(antigv.cli.main, "migrate", lambda dsn: pytest.fail("must refuse before migrating"))
     code, out, err = run(capsys, "--config", str(cfg), "serve")
     assert code == 2
     assert out == ""
@@ -504,7 +504,7 @@ def _sub_commands(parser: argparse.ArgumentParser, prefix: str = "") -> list[tup
 
 
 def test_every_sub_command_has_a_one_line_description():
-    commands = _sub_commands(antigv.cli.build_parser())
+    commands = _sub_commands(antigv.cli.main.build_parser())
     assert {"user list", "user create", "user delete", "db", "serve", "init-config"} <= {
         c[0] for c in commands
     }

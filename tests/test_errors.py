@@ -13,9 +13,9 @@ import pytest
 from aiohttp import web
 
 from antigv.app import create_app
-from antigv.auth import PUBLIC, access
 from antigv.config import ConfigError
-from antigv.errors import RateLimited, UpstreamTimeout
+from antigv.core.errors import RateLimited, UpstreamTimeout
+from antigv.protocols.auth import PUBLIC, access
 from tests.conftest import ADMIN_KEY, bearer, make_config
 
 ERROR_FIELDS = {"message", "type", "code", "param"}

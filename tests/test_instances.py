@@ -8,11 +8,11 @@ from typing import Any
 import psycopg2
 import pytest
 
-import antigv.auth
-from antigv.accounts import oauth as oauth_module
+import antigv.protocols.auth
 from antigv.app import create_app
-from antigv.state import DB
-from antigv.tasks import TASKS, run_locked
+from antigv.appkeys import DB
+from antigv.backends.antigravity import oauth as oauth_module
+from antigv.ops.tasks import TASKS, run_locked
 from tests.conftest import ADMIN_KEY, bearer, create_user, double_config
 from tests.test_oauth import google_login
 
@@ -44,7 +44,7 @@ async def test_oauth_started_on_one_instance_finishes_on_the_other(two_instances
 
 
 class _Clock:
-    """Stands in for the ``time`` module inside antigv.auth only (asyncio keeps the real one)."""
+    """Stands in for the ``time`` module inside antigv.protocols.auth only (asyncio keeps the real one)."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -57,7 +57,7 @@ async def test_a_key_disabled_on_one_instance_stops_on_the_other_within_the_cach
     two_instances, monkeypatch
 ):
     clock = _Clock()
-    monkeypatch.setattr(antigv.auth, "time", clock)
+    monkeypatch.setattr(antigv.protocols.auth, "time", clock)
     first, second = two_instances
     user = await create_user(first)
     key = bearer(user["api_key"])
@@ -67,7 +67,7 @@ async def test_a_key_disabled_on_one_instance_stops_on_the_other_within_the_cach
     )
     assert disabled.status == 200
     assert (await first.get("/api/user/me", headers=key)).status == 403  # user_disabled
-    clock.now += antigv.auth.CACHE_TTL + 0.1
+    clock.now += antigv.protocols.auth.CACHE_TTL + 0.1
     assert (await second.get("/api/user/me", headers=key)).status == 403
 
 

@@ -12,7 +12,7 @@ import structlog
 
 from antigv.app import create_app
 from antigv.config import LoggingConfig
-from antigv.logs import configure_logging, redact
+from antigv.ops.logs import configure_logging, redact
 from tests.conftest import make_config
 from tests.test_errors import _raw_exchange
 

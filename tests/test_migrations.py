@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from antigv.db import (
+from antigv.store.db import (
     Migration,
     Queries,
     QueryError,

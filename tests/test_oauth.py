@@ -18,12 +18,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import aiohttp
 import pytest
 
-from antigv.accounts import oauth as oauth_module
 from antigv.app import create_app
-from antigv.crypto import TokenCipher, parse_key
-from antigv.errors import Unprocessable
-from antigv.tasks import TASKS
-from antigv.upstream.failures import FailureKind, UpstreamFailure
+from antigv.backends.antigravity import oauth as oauth_module
+from antigv.backends.google.failures import FailureKind, UpstreamFailure
+from antigv.core.errors import Unprocessable
+from antigv.ops.tasks import TASKS
+from antigv.store.crypto import TokenCipher, parse_key
 from tests.conftest import ADMIN_KEY, bearer, create_user, double_config, make_config
 from tests.test_accounts_api import ACCOUNT_FIELDS, api_error, ok, sql
 from tests.upstream_double import SCOPES, UpstreamDouble

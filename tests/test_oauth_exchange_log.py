@@ -9,9 +9,9 @@ import pytest
 import structlog.testing
 from aiohttp import web
 
-from antigv.accounts.oauth import exchange_code
+from antigv.backends.antigravity.oauth import exchange_code
 from antigv.config import OAuthConfig
-from antigv.errors import ApiError
+from antigv.core.errors import ApiError
 
 CODE = "4/0Ab-secret-authorization-code"
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from antigv.db import Database
-from antigv.quotas.pools import cli_recover_quotas, recover_pools, user_pools
-from antigv.state import DB
-from antigv.tasks import TASKS
+from antigv.accounting.pools import cli_recover_quotas, recover_pools, user_pools
+from antigv.appkeys import DB
+from antigv.ops.tasks import TASKS
+from antigv.store.db import Database
 from tests.conftest import bearer, create_user
 from tests.quota_helpers import insert_account, insert_usage, insert_user, open_db, pool, set_pool, sql, value
 

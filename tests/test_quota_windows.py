@@ -13,14 +13,14 @@ import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
-from antigv.accounts.selection import no_account_error, rank_candidates
+from antigv.accounting.pools import group_models
+from antigv.accounting.quota_reads import QuotaWindow, parse_quota_readings, parse_quota_windows
+from antigv.accounting.quotas import QUOTAS
 from antigv.app import create_app
-from antigv.chat import CHAT
 from antigv.config import QuotasConfig, build_config
-from antigv.errors import RateLimited
-from antigv.quotas.pools import group_models
-from antigv.quotas.reads import QuotaWindow, parse_quota_readings, parse_quota_windows
-from antigv.quotas.service import QUOTAS
+from antigv.core.errors import RateLimited
+from antigv.gateway.selection import no_account_error, rank_candidates
+from antigv.gateway.service import CHAT
 from tests import test_quotas
 from tests.conftest import make_config
 from tests.quota_helpers import insert_account, sql, value

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
+from antigv.accounting.quotas import QUOTAS, QuotaService
+from antigv.accounting.usage import USAGE
 from antigv.app import create_app
-from antigv.chat import CHAT
-from antigv.db import Database
-from antigv.quotas.service import QUOTAS, QuotaService
-from antigv.state import DB
-from antigv.tasks import TASKS
-from antigv.usage import USAGE
+from antigv.appkeys import DB
+from antigv.gateway.service import CHAT
+from antigv.ops.tasks import TASKS
+from antigv.store.db import Database
 from tests.conftest import bearer, create_user, make_config
 from tests.quota_helpers import insert_account, insert_usage, pool, set_pool, sql, value
 from tests.upstream_double import UpstreamDouble

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from antigv.app import create_app
-from antigv.serving import GatewayRunner
+from antigv.ops.serving import GatewayRunner
 from tests.conftest import make_config
 
 SECRET = "sk-" + "Pr0t0c0lKeyValue" * 3

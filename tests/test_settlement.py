@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from antigv.db import Database
-from antigv.quotas.reads import QuotaReading
-from antigv.quotas.settlement import group_drops, settle_read, split_drop
+from antigv.accounting.quota_reads import QuotaReading
+from antigv.accounting.settlement import group_drops, settle_read, split_drop
+from antigv.store.db import Database
 from tests.quota_helpers import insert_account, insert_usage, insert_user, open_db, pool, set_pool, sql, value
 
 EPS = 2e-3  # pool balances recover a little while a test runs

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from antigv.metrics import Metrics
-from antigv.usage import BATCH_SIZE, UsageRecorder
+from antigv.accounting.usage import BATCH_SIZE, UsageRecorder
+from antigv.ops.metrics import Metrics
 from tests.quota_helpers import open_db, sql, usage_record, value
 
 

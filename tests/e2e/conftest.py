@@ -22,8 +22,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from antigv.app import create_app
-from antigv.chat import CHAT
-from antigv.state import DB
+from antigv.appkeys import DB
+from antigv.gateway.service import CHAT
 from tests.conftest import create_user, make_config
 from tests.upstream_double import Account as UpstreamAccount
 from tests.upstream_double import UpstreamDouble

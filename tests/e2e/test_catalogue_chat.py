@@ -8,8 +8,8 @@ from typing import Any
 import openai
 import pytest
 
-from antigv.catalogue import CATALOGUE
-from antigv.tasks import TASKS
+from antigv.gateway.catalogue import CATALOGUE
+from antigv.ops.tasks import TASKS
 from tests.e2e.conftest import E2E
 
 

@@ -6,7 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from antigv.catalogue import (
+from antigv.backends.google.frames import ResponseTranslator, TextDelta, ToolCallEvent
+from antigv.config import ModelsConfig, build_config
+from antigv.core.errors import ApiError
+from antigv.gateway.catalogue import (
     AliasTable,
     ModelCatalogue,
     ModelRetired,
@@ -14,9 +17,6 @@ from antigv.catalogue import (
     parse_models,
     retirement_replacement,
 )
-from antigv.config import ModelsConfig, build_config
-from antigv.errors import ApiError
-from antigv.translate.response import ResponseTranslator, TextDelta, ToolCallEvent
 from tests.upstream_double import default_deprecated_ids, default_models, retirement_text
 
 

@@ -8,15 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from antigv.errors import (
-    InvalidRequest,
-    NotFound,
-    RateLimited,
-    ServiceUnavailable,
-    UpstreamError,
-    UpstreamTimeout,
-)
-from antigv.upstream.failures import (
+from antigv.backends.google.failures import (
     MIN_THROTTLE_DELAY,
     FailureKind,
     UpstreamFailure,
@@ -24,6 +16,14 @@ from antigv.upstream.failures import (
     is_retryable_elsewhere,
     parse_go_duration,
     to_api_error,
+)
+from antigv.core.errors import (
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
 )
 
 NOW = datetime(2025, 11, 30, 1, 38, 22, tzinfo=UTC)

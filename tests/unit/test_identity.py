@@ -10,8 +10,8 @@ import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
+from antigv.backends.antigravity.identity import ClientIdentity, manifest_version, newest, parse_version
 from antigv.config import ConfigError, UpstreamConfig, build_config
-from antigv.upstream.identity import ClientIdentity, manifest_version, newest, parse_version
 from tests.upstream_double import UpstreamDouble
 
 MANIFEST = """version: 3.4.2

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from antigv.config import DefaultsConfig
-from antigv.errors import InvalidRequest
-from antigv.translate.request import build_upstream_request, parse_chat_request
+from antigv.core.errors import InvalidRequest
+from antigv.protocols.openai.parse import build_upstream_request, parse_chat_request
 
 # What orjson decodes: 64-bit integers at most.
 SCALARS = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=8)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from antigv.translate.schema import sanitize_function_name, sanitize_schema
+from antigv.backends.google.schema import sanitize_function_name, sanitize_schema
 
 UPSTREAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
 

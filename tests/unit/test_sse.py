@@ -5,7 +5,7 @@ from itertools import pairwise
 from hypothesis import given
 from hypothesis import strategies as st
 
-from antigv.upstream.sse import SSEParser
+from antigv.backends.google.sse import SSEParser
 
 LINE_ENDINGS = ("\n", "\r\n", "\r")
 FIELD_VALUE = st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=12)

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from antigv.catalogue import ModelInfo
+from antigv.backends.antigravity import models
 from antigv.config import DefaultsConfig
-from antigv.errors import InvalidRequest
-from antigv.translate import models
-from antigv.translate.request import (
+from antigv.core.errors import InvalidRequest
+from antigv.gateway.catalogue import ModelInfo
+from antigv.protocols.openai.parse import (
     MAX_JSON_DEPTH,
     MAX_MESSAGES,
     MAX_TOOLS,
@@ -156,7 +156,7 @@ def test_only_chat_models_are_listed() -> None:
 
 
 def test_models_are_sent_unchanged() -> None:
-    # Aliases resolve before translation (antigv.catalogue); the translator sends the id it gets.
+    # Aliases resolve before translation (antigv.gateway.catalogue); the translator sends the id it gets.
     for name in ("claude-opus-4-6-thinking", "gemini-pro-agent", "gemini-2.5-flash-thinking"):
         assert build(chat(user("hi"), model=name)).body["model"] == name
 

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from antigv.errors import MalformedUpstreamReply, RateLimited, UpstreamError
-from antigv.translate.response import (
+from antigv.backends.google.frames import (
     MAX_TOKEN_COUNT,
     Event,
     Finish,
@@ -21,7 +20,8 @@ from antigv.translate.response import (
     ToolCallEvent,
     assemble_completion,
 )
-from antigv.upstream.sse import SSEParser
+from antigv.backends.google.sse import SSEParser
+from antigv.core.errors import MalformedUpstreamReply, RateLimited, UpstreamError
 
 
 def sse_body(*frames: str) -> bytes:

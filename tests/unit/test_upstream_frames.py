@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from antigv.errors import MalformedUpstreamReply
-from antigv.upstream.client import _parse_frame
-from antigv.upstream.failures import UpstreamFailure
+from antigv.backends.antigravity.client import _parse_frame
+from antigv.backends.google.failures import UpstreamFailure
+from antigv.core.errors import MalformedUpstreamReply
 
 _ERROR_KEYS = st.sampled_from(
     [
