@@ -56,9 +56,10 @@ test: install postgres ## run the test suite against a throwaway PostgreSQL
 test-fast: install postgres ## the suite without the slow end-to-end and ops tests
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-lint: install ## ruff check and format check
+lint: install ## ruff check and format check, mypy (strict on core, gateway, store)
 	$(BIN)/ruff check antigv tests bench
 	$(BIN)/ruff format --check antigv tests bench
+	$(BIN)/mypy antigv/core antigv/gateway antigv/store
 
 format: install ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix antigv tests bench

@@ -4,39 +4,66 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from functools import partial
 
 import aiohttp
 import structlog
 from aiohttp import web
 
-from antigv.accounting.pools import recover_pools_task
-from antigv.accounting.quotas import QUOTAS, quota_service, read_stale_quotas
-from antigv.accounting.reservations import ESTIMATE_EVERY, RESERVATIONS, PoolReservations, refresh_estimates
-from antigv.accounting.usage import USAGE, purge_old_usage, usage_writer
-from antigv.appkeys import CONFIG, DB, HTTP, LIFECYCLE, Lifecycle
-from antigv.backends.antigravity.client import UPSTREAM, UpstreamClient
-from antigv.backends.antigravity.identity import (
+from antigv.accounting.pools import account_group_models, recover_pools_task
+from antigv.accounting.quotas import quota_service, read_stale_quotas
+from antigv.accounting.reservations import ESTIMATE_EVERY, PoolReservations, refresh_estimates
+from antigv.accounting.usage import purge_old_usage, usage_writer
+from antigv.appkeys import (
+    ACCOUNT_REPO,
+    CATALOGUE,
     CLIENT_IDENTITY,
-    MANIFEST_REFRESH,
-    ClientIdentity,
-    refresh_client_version,
+    CONFIG,
+    DB,
+    GATEWAY,
+    HTTP,
+    KEY_CACHE,
+    LIFECYCLE,
+    METRICS,
+    QUOTA_REPO,
+    QUOTAS,
+    RESERVATIONS,
+    SIGNATURE_REPO,
+    SURFACES,
+    TASKS,
+    TOKENS,
+    UPSTREAM,
+    USAGE,
+    USAGE_REPO,
+    USER_REPO,
 )
-from antigv.backends.antigravity.tokens import TOKENS, TokenManager, refresh_due_tokens
+from antigv.backends.antigravity.backend import AntigravityBackend
+from antigv.backends.antigravity.client import UpstreamClient
+from antigv.backends.antigravity.identity import MANIFEST_REFRESH, ClientIdentity, refresh_client_version
+from antigv.backends.antigravity.tokens import TokenManager, refresh_due_tokens
 from antigv.config import Config, ConfigError
-from antigv.gateway.catalogue import CATALOGUE, ModelCatalogue
+from antigv.gateway.catalogue import ModelCatalogue
 from antigv.gateway.selection import AccountRouter
-from antigv.gateway.service import CHAT, ChatService
+from antigv.gateway.service import Gateway
+from antigv.gateway.signatures import SignatureStore
 from antigv.ops import health
 from antigv.ops.embedded_pg import default_cluster
-from antigv.ops.metrics import METRICS
+from antigv.ops.lifecycle import Lifecycle
 from antigv.ops.metrics import setup as setup_metrics
-from antigv.ops.tasks import TASKS, Task, TaskLoop, task_loop
-from antigv.protocols.admin import accounts, oauth, quotas, users
-from antigv.protocols.auth import KEY_CACHE, KeyCache, auth_middleware
+from antigv.ops.tasks import Task, TaskLoop, task_loop
+from antigv.protocols.admin import accounts, envelope, oauth, quotas, users
+from antigv.protocols.auth import KeyCache, auth_middleware
 from antigv.protocols.middleware import request_middleware
 from antigv.protocols.openai import chat, models
+from antigv.protocols.openai.errors import openai_error
+from antigv.protocols.surfaces import Surfaces
+from antigv.store.accounts import AccountRepository
 from antigv.store.crypto import TokenCipher, parse_key
 from antigv.store.db import Database, Queries, close_pool, create_pool
+from antigv.store.quotas import QuotaRepository
+from antigv.store.signatures import SignatureRepository
+from antigv.store.usage import UsageRepository
+from antigv.store.users import UserRepository
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +103,11 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
 async def _services(app: web.Application) -> AsyncIterator[None]:
     """The request path's collaborators, built once the pool and the client exist."""
     config = app[CONFIG]
+    app[USER_REPO] = UserRepository(app[DB])
+    app[ACCOUNT_REPO] = AccountRepository(app[DB])
+    app[QUOTA_REPO] = QuotaRepository(app[DB])
+    app[USAGE_REPO] = UsageRepository(app[DB])
+    app[SIGNATURE_REPO] = SignatureRepository(app[DB])
     cipher = TokenCipher(parse_key(config.security.token_encryption_key))
     metrics = app[METRICS]
     tokens = TokenManager(app[DB], app[HTTP], config.oauth, cipher)
@@ -90,17 +122,20 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[USAGE].listeners.append(reservations.on_usage_batch)
     app[TOKENS] = tokens
     app[UPSTREAM] = UpstreamClient(app[HTTP], config.upstream, app[CLIENT_IDENTITY])
-    app[CHAT] = ChatService(
+    backend = AntigravityBackend(
+        config=config, upstream=app[UPSTREAM], tokens=tokens, accounts=app[ACCOUNT_REPO]
+    )
+    app[GATEWAY] = Gateway(
         config=config,
-        db=app[DB],
+        backend=backend,
         router=router,
-        tokens=tokens,
-        upstream=app[UPSTREAM],
+        accounts=app[ACCOUNT_REPO],
+        signatures=SignatureStore(app[SIGNATURE_REPO]),
+        group_models=partial(account_group_models, app[DB], config.quotas),
         usage=app[USAGE],
         reservations=reservations,
         metrics=metrics,
         catalogue=app[CATALOGUE],
-        identity=app[CLIENT_IDENTITY],
     )
     yield
 
@@ -109,8 +144,7 @@ async def _learn_models(app: web.Application) -> None:
     """Read the accounts this process's model catalogue has not seen (after a start), through
     the quota service, whose reads feed the catalogue (PROTOCOL §13.11)."""
     catalogue, quotas = app[CATALOGUE], app[QUOTAS]
-    rows = await app[DB].all("enabled_account_ids")
-    unread = [row["account_id"] for row in rows if not catalogue.has_read(row["account_id"])]
+    unread = [a for a in await app[ACCOUNT_REPO].enabled_ids() if not catalogue.has_read(a)]
     gate = asyncio.Semaphore(CATALOGUE_READ_CONCURRENCY)
 
     async def read(account_id: int) -> None:
@@ -121,7 +155,7 @@ async def _learn_models(app: web.Application) -> None:
 
 
 async def _cleanup_signatures(app: web.Application) -> None:
-    await app[DB].execute("delete_old_signatures", max_age=SIGNATURE_MAX_AGE)
+    await app[SIGNATURE_REPO].delete_older_than(SIGNATURE_MAX_AGE)
 
 
 async def _on_shutdown(app: web.Application) -> None:
@@ -150,6 +184,9 @@ def create_app(config: Config) -> web.Application:
     )
     app[CONFIG] = config
     app[LIFECYCLE] = Lifecycle()
+    # Errors answer in OpenAI's shape, unless a surface claims the path for its own.
+    app[SURFACES] = Surfaces(default=openai_error)
+    app[SURFACES].claim(envelope.PREFIX, envelope.admin_error)
     app[KEY_CACHE] = KeyCache()
     app[TASKS] = TaskLoop(app)
     # Each process holds its own client identity, so each reads the manifest (PROTOCOL §13.1);

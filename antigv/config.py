@@ -377,6 +377,33 @@ class ModelsConfig:
     )
 
 
+def _ascending_positive(values: list[float]) -> bool:
+    return all(v > 0 for v in values) and values == sorted(values)
+
+
+@dataclass(frozen=True)
+class FailoverConfig:
+    """What one failed attempt costs the account and the request (gateway/failover.py)."""
+
+    # A rate limit asking for at most this many seconds is waited out on the same account.
+    short_rate_limit: float = field(default=5.0, metadata=_check(_non_negative, "must be >= 0"))
+    # The wait assumed when a rate limit names none.
+    rate_limit_wait: float = field(default=2.0, metadata=_check(_positive, "must be > 0"))
+    # Seconds a model is parked on an account after each kind of failure that names no end.
+    quota_cooldown: float = field(default=3600.0, metadata=_check(_positive, "must be > 0"))
+    permission_cooldown: float = field(default=600.0, metadata=_check(_positive, "must be > 0"))
+    unauthenticated_cooldown: float = field(default=300.0, metadata=_check(_positive, "must be > 0"))
+    # VALIDATION_REQUIRED parks the whole account this long (PROTOCOL §13.9; AGM: 10 minutes).
+    validation_cooldown: float = field(default=600.0, metadata=_check(_positive, "must be > 0"))
+    # Waits, in order, before trying again when the upstream has no capacity (server-wide).
+    capacity_backoff: list[float] = field(
+        default_factory=lambda: [1.0, 2.0, 4.0, 8.0],
+        metadata=_check(_ascending_positive, "must be ascending numbers > 0"),
+    )
+    # An account's project is asked for again at most this often (seconds, per instance).
+    project_recheck: float = field(default=600.0, metadata=_check(_non_negative, "must be >= 0"))
+
+
 @dataclass(frozen=True)
 class TasksConfig:
     enabled: bool = True
@@ -421,6 +448,7 @@ class Config:
     defaults: DefaultsConfig = field(default_factory=DefaultsConfig)
     quotas: QuotasConfig = field(default_factory=QuotasConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    failover: FailoverConfig = field(default_factory=FailoverConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

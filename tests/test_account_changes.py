@@ -17,9 +17,9 @@ import pytest
 
 import antigv.gateway.selection
 from antigv.app import create_app
+from antigv.appkeys import CATALOGUE
 from antigv.backends.antigravity import oauth as oauth_module
 from antigv.config import Config
-from antigv.gateway.catalogue import CATALOGUE
 from antigv.gateway.selection import AccountRouter
 from antigv.store.db import Database, Queries, create_pool
 from tests.conftest import ADMIN_KEY, bearer, create_user, double_config

@@ -16,7 +16,7 @@ import pytest
 import antigv.protocols.auth
 import antigv.store.keys
 from antigv.app import create_app
-from antigv.appkeys import Principal
+from antigv.core.principal import Principal
 from antigv.protocols.auth import CACHE_TTL, KeyCache
 from antigv.store.db import Database
 from antigv.store.keys import is_admin_key, key_digest

@@ -10,8 +10,8 @@ import pytest
 import antigv.accounting.usage
 from antigv.accounting.usage import UsageRecord, UsageRecorder
 from antigv.app import create_app
-from antigv.appkeys import DB
-from antigv.ops.tasks import TASKS, cancel_and_wait
+from antigv.appkeys import DB, TASKS
+from antigv.ops.tasks import cancel_and_wait
 from tests.conftest import make_config
 from tests.quota_helpers import insert_account, insert_usage, insert_user, open_db, sql, usage_record, value
 

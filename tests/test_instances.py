@@ -10,9 +10,9 @@ import pytest
 
 import antigv.protocols.auth
 from antigv.app import create_app
-from antigv.appkeys import DB
+from antigv.appkeys import DB, TASKS
 from antigv.backends.antigravity import oauth as oauth_module
-from antigv.ops.tasks import TASKS, run_locked
+from antigv.ops.tasks import run_locked
 from tests.conftest import ADMIN_KEY, bearer, create_user, double_config
 from tests.test_oauth import google_login
 

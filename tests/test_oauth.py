@@ -19,10 +19,10 @@ import aiohttp
 import pytest
 
 from antigv.app import create_app
+from antigv.appkeys import TASKS
 from antigv.backends.antigravity import oauth as oauth_module
-from antigv.backends.google.failures import FailureKind, UpstreamFailure
 from antigv.core.errors import Unprocessable
-from antigv.ops.tasks import TASKS
+from antigv.core.failures import FailureKind, UpstreamFailure
 from antigv.store.crypto import TokenCipher, parse_key
 from tests.conftest import ADMIN_KEY, bearer, create_user, double_config, make_config
 from tests.test_accounts_api import ACCOUNT_FIELDS, api_error, ok, sql

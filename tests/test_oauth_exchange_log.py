@@ -11,7 +11,7 @@ from aiohttp import web
 
 from antigv.backends.antigravity.oauth import exchange_code
 from antigv.config import OAuthConfig
-from antigv.core.errors import ApiError
+from antigv.core.errors import GatewayError
 
 CODE = "4/0Ab-secret-authorization-code"
 
@@ -26,9 +26,9 @@ async def token_endpoint(aiohttp_server: Any, status: int, body: dict[str, Any])
     return str(server.make_url("/token"))
 
 
-async def failed_exchange(token_url: str) -> tuple[ApiError, list[dict[str, Any]]]:
+async def failed_exchange(token_url: str) -> tuple[GatewayError, list[dict[str, Any]]]:
     async with aiohttp.ClientSession() as http:
-        with structlog.testing.capture_logs() as logs, pytest.raises(ApiError) as info:
+        with structlog.testing.capture_logs() as logs, pytest.raises(GatewayError) as info:
             await exchange_code(http, OAuthConfig(token_url=token_url), CODE)
     assert CODE not in repr(logs)
     return info.value, [entry for entry in logs if entry["event"] == "oauth_exchange_failed"]

@@ -24,8 +24,8 @@ import pytest
 import structlog.testing
 
 from antigv.app import create_app
+from antigv.appkeys import TASKS
 from antigv.ops.embedded_pg import Cluster
-from antigv.ops.tasks import TASKS
 from antigv.store.db import close_pool, create_pool, migrate
 from tests.conftest import ADMIN_KEY, bearer, create_user, make_config
 from tests.upstream_double import UpstreamDouble, parse_sse

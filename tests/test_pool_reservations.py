@@ -14,18 +14,15 @@ from typing import Any
 import psycopg2
 import pytest
 
-from antigv.accounting.quotas import QUOTAS
 from antigv.accounting.reservations import (
     ESTIMATE_DEFAULT,
     ESTIMATE_FLOOR,
-    RESERVATIONS,
     SETTLED_ELSEWHERE_AFTER,
     PoolReservations,
 )
-from antigv.accounting.usage import USAGE, UsageRecord
-from antigv.appkeys import CONFIG
+from antigv.accounting.usage import UsageRecord
+from antigv.appkeys import CONFIG, QUOTAS, RESERVATIONS, TASKS, USAGE
 from antigv.config import Config
-from antigv.ops.tasks import TASKS
 from tests.conftest import bearer, create_user, make_config
 from tests.upstream_double import UpstreamDouble
 

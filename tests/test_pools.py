@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from antigv.accounting.pools import cli_recover_quotas, recover_pools, user_pools
-from antigv.appkeys import DB
-from antigv.ops.tasks import TASKS
+from antigv.appkeys import DB, TASKS
 from antigv.store.db import Database
+from antigv.store.quotas import QuotaRepository
 from tests.conftest import bearer, create_user
 from tests.quota_helpers import insert_account, insert_usage, insert_user, open_db, pool, set_pool, sql, value
 
@@ -348,8 +348,8 @@ async def test_user_pools_lists_groups_reported_by_shared_accounts(db_dsn, confi
             "VALUES (%(a)s, 'new-model', 'new-model', 0.5)",
             a=account,
         )
-        pools = await user_pools(db, config.quotas, user)
+        pools = await user_pools(QuotaRepository(db), config.quotas, user)
         assert pools is not None
-        assert [p["quota_group"] for p in pools][: len(config.quotas.groups)] == list(config.quotas.groups)
-        assert "new-model" in {p["quota_group"] for p in pools}
-        assert await user_pools(db, config.quotas, 424242) is None
+        assert [p.quota_group for p in pools][: len(config.quotas.groups)] == list(config.quotas.groups)
+        assert "new-model" in {p.quota_group for p in pools}
+        assert await user_pools(QuotaRepository(db), config.quotas, 424242) is None

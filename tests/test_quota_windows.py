@@ -15,12 +15,11 @@ from hypothesis import strategies as st
 
 from antigv.accounting.pools import group_models
 from antigv.accounting.quota_reads import QuotaWindow, parse_quota_readings, parse_quota_windows
-from antigv.accounting.quotas import QUOTAS
 from antigv.app import create_app
+from antigv.appkeys import GATEWAY, QUOTAS
 from antigv.config import QuotasConfig, build_config
 from antigv.core.errors import RateLimited
 from antigv.gateway.selection import no_account_error, rank_candidates
-from antigv.gateway.service import CHAT
 from tests import test_quotas
 from tests.conftest import make_config
 from tests.quota_helpers import insert_account, sql, value
@@ -256,7 +255,7 @@ async def test_a_weekly_window_at_zero_parks_the_account_until_its_reset(gateway
     # At its reset it comes back by itself: move the stored reset instead of waiting 3 days.
     gateway.double.set_quota("a@example.com", "claude_gpt", 1.0, reset_time=7 * DAY, window="weekly")
     await sql(gateway.db, "UPDATE quota_windows SET reset_time = now() - interval '1 second' WHERE quota = 0")
-    gateway.app[CHAT].router.invalidate()  # changed behind the app's back
+    gateway.app[GATEWAY].router.invalidate()  # changed behind the app's back
     assert (await gateway.chat(key, CLAUDE)).status == 200
 
 

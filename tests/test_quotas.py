@@ -12,12 +12,9 @@ from typing import Any
 
 import pytest
 
-from antigv.accounting.quotas import QUOTAS, QuotaService
-from antigv.accounting.usage import USAGE
+from antigv.accounting.quotas import QuotaService
 from antigv.app import create_app
-from antigv.appkeys import DB
-from antigv.gateway.service import CHAT
-from antigv.ops.tasks import TASKS
+from antigv.appkeys import DB, GATEWAY, QUOTAS, TASKS, USAGE
 from antigv.store.db import Database
 from tests.conftest import bearer, create_user, make_config
 from tests.quota_helpers import insert_account, insert_usage, pool, set_pool, sql, value
@@ -248,7 +245,7 @@ async def test_an_exhausted_model_comes_back_after_its_reset(gateway: Gateway):
     gateway.double.advance(3)
     await sql(gateway.db, "UPDATE model_quotas SET reset_time = now() - interval '1 second'")
     await sql(gateway.db, "UPDATE quota_windows SET reset_time = now() - interval '1 second'")  # 5h too
-    gateway.app[CHAT].router.invalidate()  # changed behind the app's back
+    gateway.app[GATEWAY].router.invalidate()  # changed behind the app's back
     assert (await gateway.chat(key)).status == 200
 
 
@@ -407,7 +404,7 @@ async def test_an_empty_pool_refuses_shared_accounts_until_it_recovers(gateway: 
     assert 80 <= int(response.headers["Retry-After"]) <= 91
     # An hour later the pool has recovered 0.4; admission counts what accrued, task or not.
     await set_pool(gateway.db, alice, GROUP, 0.0, 2.0, hours_ago=1)
-    gateway.app[CHAT].router.invalidate()  # changed behind the app's back
+    gateway.app[GATEWAY].router.invalidate()  # changed behind the app's back
     assert (await gateway.chat(key)).status == 200
     await gateway.app[TASKS].run_once("recover_pools")
     assert (await pool(gateway.db, alice, GROUP))["quota"] == pytest.approx(0.4, abs=EPS)

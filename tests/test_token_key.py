@@ -12,9 +12,8 @@ import pytest
 import structlog.testing
 
 from antigv.app import create_app
-from antigv.appkeys import DB
+from antigv.appkeys import DB, TASKS
 from antigv.config import ConfigError
-from antigv.ops.tasks import TASKS
 from antigv.store.crypto import TokenCipher, parse_key
 from tests.conftest import bearer, create_user, make_config
 from tests.quota_helpers import sql

@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from antigv.app import create_app
-from antigv.backends.antigravity.tokens import TOKENS
+from antigv.appkeys import TOKENS
 from antigv.config import Config
 from tests.conftest import bearer, create_user, make_config
 from tests.upstream_double import UpstreamDouble

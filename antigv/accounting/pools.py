@@ -5,7 +5,8 @@
 right (migration 0004):
 
 * pool rows are created by a user's first charge in a group; a missing row is a
-  full pool, which is how ``account_candidates`` reads it;
+  full pool of ``pool_max``, which is how ``account_candidates`` and
+  ``pool_rows_of_user`` read it (Python only shows what they return);
 * a trigger on ``accounts`` resizes the user's existing rows on every change of
   ``status``, ``is_shared`` or ``user_id`` and on insert and delete;
 * recovery is by elapsed time since ``last_recovered_at`` and never moves that
@@ -16,7 +17,8 @@ right (migration 0004):
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
 
 import structlog
 from aiohttp import web
@@ -24,6 +26,7 @@ from aiohttp import web
 from antigv.appkeys import DB
 from antigv.config import QuotasConfig
 from antigv.store.db import Database
+from antigv.store.quotas import QuotaRepository
 
 log = structlog.get_logger(__name__)
 
@@ -41,54 +44,53 @@ async def account_group_models(db: Database, groups: QuotasConfig, account_id: i
     """``model`` and the other models of its quota group the account's last read reported:
     one bucket serves them all (PROTOCOL §13.6), so a 429 parks them together."""
     group = groups.group_of(model)
-    rows = await db.all("quota_group_models", account_id=account_id, quota_group=group)
-    return [model, *(m for m in group_models(groups, group, (r["model_name"] for r in rows)) if m != model)]
+    reported = await QuotaRepository(db).group_models(account_id, group)
+    return [model, *(m for m in group_models(groups, group, reported) if m != model)]
 
 
-async def user_pools(db: Database, groups: QuotasConfig, user_id: int) -> list[dict[str, Any]] | None:
+@dataclass(frozen=True, slots=True)
+class UserPool:
+    """A user's pool in one quota group as ``GET /api/quotas/user`` shows it."""
+
+    user_id: int
+    quota_group: str
+    # The models the group names, and those upstream reported that its patterns take.
+    models: list[str]
+    # What the configuration says (names and patterns, PROTOCOL §13.6 families).
+    patterns: list[str]
+    quota: float
+    max_quota: float
+    last_recovered_at: datetime | None
+
+
+async def user_pools(quotas: QuotaRepository, groups: QuotasConfig, user_id: int) -> list[UserPool] | None:
     """The user's pool per quota group, with the recovery accrued so far.
 
-    Listed: every configured group, every group a usable shared account reports,
-    and every group the user has a row for. A group without a row is full.
-    None when the user does not exist.
+    Listed: every configured group, then every group a usable shared account reports
+    and every group the user has a row for; the balances are the SQL's. None when the
+    user does not exist.
     """
-    summary = await db.one("pool_user_summary", user_id=user_id)
-    if summary is None:
+    balances = await quotas.pools_of_user(user_id, list(groups.groups))
+    if balances is None:
         return None
-    rows = {row["quota_group"]: row for row in await db.all("pool_rows_of_user", user_id=user_id)}
-    known = [row["model_name"] for row in await db.all("quota_known_models")]
-    names = list(groups.groups)
-    for extra in sorted({*summary["shared_groups"], *rows} - set(names)):
-        names.append(extra)
-    pools = []
-    for group in names:
-        row = rows.get(group)
-        if row is None:
-            row = {
-                "user_id": user_id,
-                "quota_group": group,
-                "quota": summary["max_quota"],
-                "max_quota": summary["max_quota"],
-                "last_recovered_at": None,
-            }
-        pools.append(
-            {
-                "user_id": row["user_id"],
-                "quota_group": group,
-                "models": group_models(groups, group, known),
-                # What the configuration says (names and patterns, PROTOCOL §13.6 families).
-                "patterns": list(groups.groups.get(group, [group])),
-                "quota": float(row["quota"]),
-                "max_quota": float(row["max_quota"]),
-                "last_recovered_at": row["last_recovered_at"],
-            }
+    known = await quotas.known_models()
+    return [
+        UserPool(
+            user_id=balance.user_id,
+            quota_group=balance.quota_group,
+            models=group_models(groups, balance.quota_group, known),
+            patterns=list(groups.groups.get(balance.quota_group, [balance.quota_group])),
+            quota=balance.quota,
+            max_quota=balance.max_quota,
+            last_recovered_at=balance.last_recovered_at,
         )
-    return pools
+        for balance in balances
+    ]
 
 
 async def recover_pools(db: Database) -> int:
     """One recovery pass over every pool; returns how many rows it touched."""
-    touched = await db.execute("pool_recover")
+    touched = await QuotaRepository(db).recover_pools()
     if touched:
         log.info("pools_recovered", rows=touched)
     return touched

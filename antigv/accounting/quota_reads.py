@@ -10,6 +10,7 @@ from typing import Any
 
 from antigv.backends.antigravity.models import is_chat_model
 from antigv.config import QuotasConfig
+from antigv.store.quotas import StoredWindow
 
 # PROTOCOL §13.6: fetchAvailableModels' fraction is the 5-hour window, and free
 # "starter" accounts get none for Claude/GPT (the "3p" bucket) even when unused.
@@ -146,15 +147,10 @@ def store_params(account_id: int, readings: Sequence[QuotaReading], read_at: dat
     }
 
 
-def window_from_row(row: Mapping[str, Any]) -> QuotaWindow:
-    """A stored window (``quota_windows_of_account``)."""
+def stored_window(stored: StoredWindow) -> QuotaWindow:
+    """A window as the last summary read stored it."""
     return QuotaWindow(
-        row["bucket_id"],
-        row["bucket"],
-        row["window_name"],
-        row["quota_group"],
-        row["quota"],
-        row["reset_time"],
+        stored.bucket_id, stored.bucket, stored.window, stored.quota_group, stored.quota, stored.reset_time
     )
 
 

@@ -25,22 +25,22 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from antigv.accounting.quota_reads import is_free_tier, window_from_row
-from antigv.accounting.reservations import RESERVATIONS
+from antigv.accounting.quota_reads import is_free_tier, stored_window
 from antigv.accounting.settlement import Settlement, settle_read
-from antigv.accounting.usage import USAGE, UsageRecord
-from antigv.appkeys import CONFIG, DB
-from antigv.backends.antigravity.client import UPSTREAM, UpstreamClient
+from antigv.appkeys import CATALOGUE, CONFIG, DB, QUOTAS, RESERVATIONS, TOKENS, UPSTREAM, USAGE
+from antigv.backends.antigravity.client import UpstreamClient
 from antigv.backends.antigravity.oauth import discover_project
 from antigv.backends.antigravity.quota import fetch_quotas
-from antigv.backends.antigravity.tokens import TOKENS, AccountRevoked, RefreshFailed, TokenManager
-from antigv.backends.google.failures import UpstreamFailure
+from antigv.backends.antigravity.tokens import AccountRevoked, RefreshFailed, TokenManager
 from antigv.config import QuotasConfig
-from antigv.core.errors import ApiError
-from antigv.gateway.catalogue import CATALOGUE
+from antigv.core.errors import GatewayError
+from antigv.core.failures import UpstreamFailure
 from antigv.ops.tasks import cancel_and_wait
+from antigv.store.accounts import AccountRepository
 from antigv.store.crypto import TokenCipherError
 from antigv.store.db import Database
+from antigv.store.quotas import QuotaAccount, QuotaRepository
+from antigv.store.usage import UsageRecord
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +72,8 @@ class QuotaService:
         interval: float = READ_INTERVAL,
     ) -> None:
         self._db = db
+        self._quotas = QuotaRepository(db)
+        self._accounts = AccountRepository(db)
         self._tokens = tokens
         self._upstream = upstream
         self._groups = groups
@@ -117,7 +119,7 @@ class QuotaService:
             del self._reading[account_id]
 
     async def _read(self, account_id: int) -> Settlement | None:
-        account = await self._db.one("quota_account", account_id=account_id)
+        account = await self._quotas.account(account_id)
         if account is None or account["status"] != 1:
             return None
         read_at = datetime.now(UTC)
@@ -147,8 +149,7 @@ class QuotaService:
                     status=failure.status,
                 )
             if is_free_tier(account["tier"]):
-                rows = await self._db.all("quota_windows_of_account", account_id=account_id)
-                stored = [window_from_row(row) for row in rows]
+                stored = [stored_window(w) for w in await self._quotas.windows(account_id)]
         else:
             self._summary_failing.discard(account_id)
         readings = fetched.readings(self._groups, account["tier"], stored)
@@ -158,7 +159,7 @@ class QuotaService:
                 listener(account_id, read_at)
         return settled
 
-    async def _onboard(self, account: dict[str, Any], token: str) -> str:
+    async def _onboard(self, account: QuotaAccount, token: str) -> str:
         """A (paid) account kept without a project is onboarded again, at most every
         ``ONBOARD_RECHECK`` seconds, one poll at a time (PROTOCOL §13.7); '' while none."""
         account_id = account["account_id"]
@@ -168,11 +169,11 @@ class QuotaService:
         self._onboard_checked[account_id] = now
         try:
             found = await discover_project(self._upstream, token, polls=1, delay=0)
-        except ApiError as exc:
+        except GatewayError as exc:
             log.info("project_onboarding_failed", account_id=account_id, code=exc.code)
             return ""
         if found.project_id:
-            await self._db.execute("set_project", account_id=account_id, project_id=found.project_id)
+            await self._accounts.set_project(account_id, found.project_id)
             log.info("account_onboarded", account_id=account_id)
         return found.project_id
 
@@ -201,7 +202,7 @@ class QuotaService:
         self._last_started[account_id] = time.monotonic()
         try:
             await self.read(account_id)
-        except ApiError as exc:  # the database is down: the background loop catches up
+        except GatewayError as exc:  # the database is down: the background loop catches up
             log.warning("quota_read_deferred", account_id=account_id, error=exc.message)
         except Exception:
             log.exception("quota_read_crashed", account_id=account_id)
@@ -215,11 +216,11 @@ class QuotaService:
 
     async def read_stale(self, *, stale_after: float = BACKGROUND_STALE_AFTER) -> int:
         """Read the accounts that need it; returns how many reads were stored."""
-        rows = await self._db.all(
-            "quota_stale_accounts", stale_after=stale_after, settle_after=SETTLE_AFTER, limit=STALE_BATCH
+        stale = await self._quotas.stale_accounts(
+            stale_after=stale_after, settle_after=SETTLE_AFTER, limit=STALE_BATCH
         )
         now = time.monotonic()
-        due = [r["account_id"] for r in rows if self._failed_until.get(r["account_id"], 0) <= now]
+        due = [a for a in stale if self._failed_until.get(a, 0) <= now]
         if not due:
             return 0
         gate = asyncio.Semaphore(STALE_CONCURRENCY)
@@ -243,9 +244,6 @@ class QuotaService:
     @property
     def pending_reads(self) -> int:
         return len(self._tasks)
-
-
-QUOTAS = web.AppKey("quotas", QuotaService)
 
 
 async def quota_service(app: web.Application) -> AsyncIterator[None]:

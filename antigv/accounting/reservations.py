@@ -38,8 +38,8 @@ from typing import Any
 
 from aiohttp import web
 
-from antigv.accounting.usage import UsageRecord
-from antigv.appkeys import DB
+from antigv.appkeys import QUOTA_REPO, RESERVATIONS
+from antigv.store.usage import UsageRecord
 
 # A request's cost in "account fractions" before a group has settled history (1% of a bucket).
 ESTIMATE_DEFAULT = 0.01
@@ -166,11 +166,8 @@ class PoolReservations:
             self._pools.pop(key, None)
 
 
-RESERVATIONS = web.AppKey("pool_reservations", PoolReservations)
-
-
 async def refresh_estimates(app: web.Application) -> int:
     """Background task ``pool_estimates`` (every instance keeps its own)."""
-    rows = await app[DB].all("pool_cost_estimates", sample=ESTIMATE_SAMPLE)
+    rows = await app[QUOTA_REPO].cost_estimates(ESTIMATE_SAMPLE)
     app[RESERVATIONS].set_estimates(rows)
     return len(rows)

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import psycopg2
 import structlog
 from aiohttp import web
 
-from antigv.appkeys import CONFIG, DB
+from antigv.appkeys import CONFIG, DB, METRICS, USAGE, USAGE_REPO
 from antigv.core.errors import ServiceUnavailable
-from antigv.ops.metrics import METRICS, Metrics
+from antigv.ops.metrics import Metrics
 from antigv.store.db import Database
+from antigv.store.usage import UsageRecord, UsageRepository
 
 log = structlog.get_logger(__name__)
 
@@ -33,46 +32,11 @@ PURGE_MAX_BATCHES = 100
 MAX_BACKLOG = 100_000
 
 
-@dataclass(slots=True)
-class UsageRecord:
-    request_id: str
-    user_id: int | None
-    account_id: int | None
-    model_name: str
-    quota_group: str
-    is_shared: int
-    status: str  # ok | error | cancelled
-    latency_ms: int
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    reasoning_tokens: int = 0
-    total_tokens: int = 0
-    consumed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-
-def batch_params(records: list[UsageRecord]) -> dict[str, list]:
-    return {
-        "request_ids": [r.request_id for r in records],
-        "user_ids": [r.user_id for r in records],
-        "account_ids": [r.account_id for r in records],
-        "models": [r.model_name for r in records],
-        "quota_groups": [r.quota_group for r in records],
-        "shared": [r.is_shared for r in records],
-        "prompt_tokens": [r.prompt_tokens for r in records],
-        "completion_tokens": [r.completion_tokens for r in records],
-        "reasoning_tokens": [r.reasoning_tokens for r in records],
-        "total_tokens": [r.total_tokens for r in records],
-        "statuses": [r.status for r in records],
-        "latencies": [r.latency_ms for r in records],
-        "consumed_at": [r.consumed_at for r in records],
-    }
-
-
 class UsageRecorder:
     def __init__(
         self, db: Database, interval: float = FLUSH_INTERVAL, metrics: Metrics | None = None
     ) -> None:
-        self._db = db
+        self._usage = UsageRepository(db)
         self._metrics = metrics
         self._interval = interval
         self._pending: list[UsageRecord] = []
@@ -105,7 +69,7 @@ class UsageRecorder:
             while self._pending:
                 batch = self._pending[:size]
                 try:
-                    await self._db.execute("insert_usage_batch", **batch_params(batch))
+                    await self._usage.insert_batch(batch)
                 except ServiceUnavailable:
                     log.warning("usage_flush_deferred", rows=len(self._pending))
                     del self._pending[: max(0, len(self._pending) - MAX_BACKLOG)]
@@ -165,9 +129,6 @@ class UsageRecorder:
                 log.exception("usage_writer_failed")
 
 
-USAGE = web.AppKey("usage", UsageRecorder)
-
-
 async def usage_writer(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: the writer task; on shutdown the queue is flushed."""
     recorder = UsageRecorder(app[DB], metrics=app[METRICS])
@@ -184,7 +145,7 @@ async def purge_old_usage(app: web.Application) -> int:
         return 0
     deleted = 0
     for _ in range(PURGE_MAX_BATCHES):
-        count = await app[DB].execute("delete_old_usage", max_age=days * 86400, batch=PURGE_BATCH)
+        count = await app[USAGE_REPO].delete_old(max_age=days * 86400, batch=PURGE_BATCH)
         deleted += count
         if count < PURGE_BATCH:
             break

@@ -28,14 +28,13 @@ from aiohttp import web
 
 from antigv.accounting.pools import cli_recover_quotas
 from antigv.app import create_app, refuse_plaintext_tokens
-from antigv.backends.antigravity.identity import CLIENT_IDENTITY
+from antigv.appkeys import CLIENT_IDENTITY, TASKS
 from antigv.config import Config, ConfigError, config_path, load_config
-from antigv.core.errors import ApiError, InvalidRequest
+from antigv.core.errors import GatewayError, InvalidRequest
 from antigv.ops import serving
 from antigv.ops.embedded_pg import EmbeddedError, default_cluster, find_bindir
 from antigv.ops.logs import configure_logging
 from antigv.ops.metrics import MULTIPROC_ENV
-from antigv.ops.tasks import TASKS
 from antigv.protocols.web import optional_str
 from antigv.store import users
 from antigv.store.db import Database, Queries, QueryError, close_pool, create_pool, migrate, sql_dir
@@ -250,41 +249,42 @@ def _cell(value: Any, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def user_table(listing: dict[str, Any]) -> str:
+def user_table(listing: users.UserPage) -> str:
     """``user list`` for a person at a terminal."""
     header = ("ID", "NAME", "STATUS", "PREFERS", "KEY", "CREATED")
     rows = [
         (
-            _cell(u["user_id"]),
-            _cell(u["name"] or "-"),
-            "enabled" if u["status"] == 1 else "disabled",
-            "shared" if u["prefer_shared"] else "dedicated",
-            _cell(u["key_prefix"]) + "…",
-            _cell(u["created_at"]),
+            _cell(u.user_id),
+            _cell(u.name or "-"),
+            "enabled" if u.status == 1 else "disabled",
+            "shared" if u.prefer_shared else "dedicated",
+            _cell(u.key_prefix) + "…",
+            _cell(u.created_at),
         )
-        for u in listing["users"]
+        for u in listing.users
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in [header, *rows]
     ]
-    first = listing["offset"] + 1
-    shown = f"{first}-{listing['offset'] + len(rows)}" if rows else "none"
-    lines.append(f"({shown} of {listing['total']} users)")
+    first = listing.offset + 1
+    shown = f"{first}-{listing.offset + len(rows)}" if rows else "none"
+    lines.append(f"({shown} of {listing.total} users)")
     return "\n".join(lines)
 
 
 def cmd_user(config: Config, args: argparse.Namespace) -> int:
-    actions: dict[str, Callable[[Database], Awaitable[Any]]] = {
-        "create": lambda db: users.create_user(db, args.name, int(args.prefer_shared)),
-        "list": lambda db: users.list_users(db, args.limit, args.offset),
-        "regenerate-key": lambda db: users.regenerate_key(db, args.user_id),
-        "disable": lambda db: users.set_status(db, args.user_id, 0),
-        "enable": lambda db: users.set_status(db, args.user_id, 1),
-        "delete": lambda db: users.delete_user(db, args.user_id),
+    actions: dict[str, Callable[[users.UserRepository], Awaitable[Any]]] = {
+        "create": lambda repo: repo.create(args.name, int(args.prefer_shared)),
+        "list": lambda repo: repo.page(args.limit, args.offset),
+        "regenerate-key": lambda repo: repo.regenerate_key(args.user_id),
+        "disable": lambda repo: repo.set_status(args.user_id, 0),
+        "enable": lambda repo: repo.set_status(args.user_id, 1),
+        "delete": lambda repo: repo.delete(args.user_id),
     }
-    result = asyncio.run(_with_db(config, actions[args.action]))
+    action = actions[args.action]
+    result = asyncio.run(_with_db(config, lambda db: action(users.UserRepository(db))))
     if args.action == "list" and not args.json and sys.stdout.isatty():
         # JSON stays the default for scripts: only a terminal gets the table.
         print(user_table(result))
@@ -550,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, EmbeddedError, QueryError) as exc:
         print(f"antigv: {exc}", file=sys.stderr)
         return 2
-    except ApiError as exc:
+    except GatewayError as exc:
         print(f"antigv: {exc.message}", file=sys.stderr)
         return 1
     except psycopg2.Error as exc:

@@ -1,19 +1,16 @@
-"""Typed errors. Handlers raise these; one middleware turns them into responses.
+"""Domain errors: what went wrong, in no surface's terms.
 
-Every error reaches the client in OpenAI's shape:
-``{"error": {"message", "type", "code", "param"}}`` (SPEC §2).
+Services raise these; each client surface renders them in its own shape and status
+(protocols/openai/errors.py for OpenAI's, SPEC §2). ``code`` is the stable,
+machine-readable name clients match on.
 """
 
 from __future__ import annotations
 
-from typing import Any
 
+class GatewayError(Exception):
+    """The base of every error a client is shown; a bare one is an internal error."""
 
-class ApiError(Exception):
-    """An error with a defined HTTP status and OpenAI-style body."""
-
-    status: int = 500
-    error_type: str = "server_error"
     default_code: str | None = None
 
     def __init__(
@@ -34,76 +31,64 @@ class ApiError(Exception):
         # The connection cannot carry another request (a body left unread or undecodable).
         self.close_connection = False
 
-    def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.error_type,
-                "code": self.code,
-                "param": self.param,
-            }
-        }
 
-
-class InvalidRequest(ApiError):
-    status = 400
-    error_type = "invalid_request_error"
+class InvalidRequest(GatewayError):
     default_code = "invalid_request"
 
 
-class NotFound(ApiError):
-    status = 404
-    error_type = "invalid_request_error"
+class NotFound(GatewayError):
     default_code = "not_found"
 
 
-class MethodNotAllowed(ApiError):
-    status = 405
-    error_type = "invalid_request_error"
+class MethodNotAllowed(GatewayError):
     default_code = "method_not_allowed"
 
 
-class Conflict(ApiError):
-    status = 409
-    error_type = "invalid_request_error"
+class Conflict(GatewayError):
     default_code = "conflict"
 
 
-class PayloadTooLarge(ApiError):
-    status = 413
-    error_type = "invalid_request_error"
+class PayloadTooLarge(GatewayError):
     default_code = "request_too_large"
 
 
-class Unprocessable(ApiError):
-    status = 422
-    error_type = "invalid_request_error"
+class Unprocessable(GatewayError):
     default_code = "unprocessable"
 
 
-class Unauthorized(ApiError):
-    status = 401
-    error_type = "authentication_error"
+class Unauthorized(GatewayError):
     default_code = "invalid_api_key"
 
 
-class Forbidden(ApiError):
-    status = 403
-    error_type = "permission_error"
+class Forbidden(GatewayError):
     default_code = "forbidden"
 
 
-class RateLimited(ApiError):
+class RateLimited(GatewayError):
     """429; ``retry_after`` (seconds) becomes the ``Retry-After`` header."""
 
-    status = 429
-    error_type = "rate_limit_error"
     default_code = "rate_limit_exceeded"
 
 
-class UpstreamError(ApiError):
-    status = 502
-    error_type = "upstream_error"
+class AccountsExhausted(RateLimited):
+    """Every account that may serve the model is exhausted or cooling down."""
+
+    default_code = "accounts_exhausted"
+
+
+class PoolExhausted(RateLimited):
+    """The caller's share of the shared accounts is used up for now."""
+
+    default_code = "pool_exhausted"
+
+
+class NoAccount(Forbidden):
+    """No account the caller may use serves the model at all."""
+
+    default_code = "no_account"
+
+
+class UpstreamError(GatewayError):
     default_code = "upstream_error"
 
 
@@ -119,25 +104,36 @@ class MalformedUpstreamReply(UpstreamError):
         self.where = where
 
 
-class RequestTimeout(ApiError):
-    status = 408
-    error_type = "invalid_request_error"
+class RequestTimeout(GatewayError):
     default_code = "request_timeout"
 
 
-class UpstreamTimeout(ApiError):
-    status = 504
-    error_type = "upstream_error"
+class UpstreamTimeout(GatewayError):
     default_code = "upstream_timeout"
 
 
-class ServiceUnavailable(ApiError):
-    status = 503
-    error_type = "service_unavailable"
+class ServiceUnavailable(GatewayError):
     default_code = "service_unavailable"
 
 
-class InternalError(ApiError):
-    status = 500
-    error_type = "server_error"
+class Misconfigured(GatewayError):
+    """The gateway cannot serve until its operator fixes its configuration."""
+
+    default_code = "misconfigured"
+
+
+class InternalError(GatewayError):
     default_code = "internal_error"
+
+
+class ModelRetired(NotFound):
+    """404 for a model the upstream has retired; names the replacement when one is known."""
+
+    default_code = "model_retired"
+
+    def __init__(self, model: str | None, replacement: str | None) -> None:
+        message = f"The model {model!r} has been retired upstream" if model else "The model has been retired"
+        message += f"; use {replacement!r} instead" if replacement else " and has no known replacement"
+        super().__init__(message, param="model")
+        self.model = model
+        self.replacement = replacement

@@ -8,52 +8,19 @@ thinking support and output limits, and which id a requested one is served as: t
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from aiohttp import web
 
 from antigv.backends.antigravity.models import is_chat_model
-from antigv.core.errors import NotFound
+from antigv.core.errors import ModelRetired
+from antigv.core.models import ModelInfo
 
 log = structlog.get_logger(__name__)
 
 # Alias chains longer than this are a configuration loop.
 _MAX_HOPS = 8
-# PROTOCOL §13.4 (sub2api#6452): a retired id may answer with this as reply text.
-RETIREMENT_NOTICE = re.compile(
-    r"is no longer available\.\s*Please switch to\s*(?P<replacement>[^\n]*?)[.!]?\s*$"
-)
-
-
-class ModelRetired(NotFound):
-    """404 for a model the upstream has retired; names the replacement when one is known."""
-
-    default_code = "model_retired"
-
-    def __init__(self, model: str | None, replacement: str | None) -> None:
-        message = f"The model {model!r} has been retired upstream" if model else "The model has been retired"
-        message += f"; use {replacement!r} instead" if replacement else " and has no known replacement"
-        super().__init__(message, param="model")
-        self.model = model
-        self.replacement = replacement
-
-
-def retirement_replacement(text: str) -> str | None:
-    """The replacement a retirement notice names ("" when it names none); None if ``text`` is no notice."""
-    match = RETIREMENT_NOTICE.search(text)
-    return None if match is None else match.group("replacement").strip()
-
-
-@dataclass(frozen=True, slots=True)
-class ModelInfo:
-    id: str
-    display_name: str
-    supports_thinking: bool | None
-    max_output_tokens: int | None
 
 
 def parse_models(data: Mapping[str, Any]) -> dict[str, ModelInfo]:
@@ -217,6 +184,3 @@ class ModelCatalogue:
             }
         )
         return candidates[0] if candidates else None
-
-
-CATALOGUE = web.AppKey("catalogue", ModelCatalogue)

@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from antigv.accounting.pools import RECOVERY_PER_HOUR
-from antigv.appkeys import Principal
-from antigv.core.errors import Forbidden, RateLimited
+from antigv.core.errors import AccountsExhausted, GatewayError, NoAccount, PoolExhausted
+from antigv.core.principal import Principal
 from antigv.store.db import Database
 
 # A sticky account is kept while it is at most this much busier than the idlest one.
@@ -120,25 +120,22 @@ def _spread(
     return ordered
 
 
-def no_account_error(ranking: Ranking, model: str, now: datetime | None = None) -> Exception:
+def no_account_error(ranking: Ranking, model: str, now: datetime | None = None) -> GatewayError:
     """429 with Retry-After when accounts exist but are exhausted, else 403."""
     now = now or datetime.now(UTC)
     if ranking.retry_at is not None:
         wait = max(1.0, (ranking.retry_at - now).total_seconds())
-        return RateLimited(
+        return AccountsExhausted(
             f"every account that may serve {model} is exhausted or cooling down; retry later",
-            code="accounts_exhausted",
             retry_after=wait,
         )
     if ranking.pool_wait is not None:
-        return RateLimited(
+        return PoolExhausted(
             f"your shared quota pool for {model} is used up; it recovers continuously",
-            code="pool_exhausted",
             retry_after=max(1.0, ranking.pool_wait),
         )
-    return Forbidden(
-        f"no enabled account of yours (or shared pool) can serve {model}; add an account via /api/oauth/authorize",
-        code="no_account",
+    return NoAccount(
+        f"no enabled account of yours (or shared pool) can serve {model}; add an account via /api/oauth/authorize"
     )
 
 

@@ -1,8 +1,9 @@
-"""The chat proxy's orchestration: choose an account, call upstream, fail over.
+"""A chat request's life: choose an account, open the backend's reply, fail over, and,
+however the reply ends, store its signatures, record its usage and release the account.
 
-Failover happens only before the first byte reaches the client: a reply is
-"opened" once the upstream stream has produced its first translated events,
-and only then does the handler start answering.
+Surfaces call :meth:`Gateway.chat`; they only render the events. Failover happens only
+before the first byte reaches the client: a reply is "opened" once the backend has
+produced its first events, and only then does the surface start answering.
 """
 
 from __future__ import annotations
@@ -10,212 +11,198 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from enum import Enum
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
-import orjson
 import structlog
-from aiohttp import web
 
-from antigv.accounting.pools import account_group_models
 from antigv.accounting.reservations import PoolReservations, Reservation
-from antigv.accounting.usage import UsageRecord, UsageRecorder
-from antigv.backends.antigravity import models
-from antigv.backends.antigravity.client import UpstreamClient, UpstreamStream
-from antigv.backends.antigravity.identity import ClientIdentity
-from antigv.backends.antigravity.oauth import discover_project
-from antigv.backends.antigravity.tokens import AccountRevoked, RefreshFailed, TokenManager
-from antigv.backends.google.failures import FailureKind, UpstreamFailure, to_api_error
-from antigv.backends.google.frames import Event, ResponseTranslator
+from antigv.backends.base import Account, Backend, BackendReply, Prepared
 from antigv.config import Config
-from antigv.core.errors import ApiError, InvalidRequest, RateLimited, UpstreamError
-from antigv.gateway.catalogue import ModelCatalogue, ModelRetired
-from antigv.gateway.selection import AccountRouter, no_account_error, rank_candidates
-from antigv.ops.metrics import Metrics
-from antigv.protocols.openai.parse import (
-    ChatRequest,
-    ToolCallSignature,
-    UpstreamRequest,
-    build_upstream_request,
-    new_request_id,
-    replayed_tool_call_ids,
-)
-from antigv.store.db import Database
+from antigv.core.conversation import ChatRequest
+from antigv.core.errors import GatewayError, ModelRetired, RateLimited, UpstreamError
+from antigv.core.events import Event
+from antigv.core.failures import CredentialsFailed, FailureKind, UpstreamFailure, client_error
+from antigv.core.principal import Principal
+from antigv.gateway.catalogue import ModelCatalogue
+from antigv.gateway.clock import SYSTEM_CLOCK, Clock
+from antigv.gateway.failover import Attempts, Decision, Effect, Next, decide
+from antigv.gateway.selection import AccountRouter, Ranking, no_account_error, rank_candidates
+from antigv.gateway.signatures import SignatureStore
+from antigv.store.accounts import AccountRepository
+from antigv.store.usage import UsageRecord
+
+if TYPE_CHECKING:
+    from antigv.accounting.usage import UsageRecorder
+    from antigv.ops.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
-# A rate limit this short is waited out on the same account.
-SHORT_RATE_LIMIT = 5.0
-# Cooldowns for failures that say nothing about when to come back.
-PERMISSION_COOLDOWN = timedelta(minutes=10)
-# VALIDATION_REQUIRED parks the whole account this long (PROTOCOL §13.9; AGM: 10 minutes).
-VALIDATION_COOLDOWN = timedelta(minutes=10)
-UNAUTHENTICATED_COOLDOWN = timedelta(minutes=5)
-DEFAULT_QUOTA_COOLDOWN = timedelta(hours=1)
-CAPACITY_BACKOFF = (1.0, 2.0, 4.0, 8.0)
-# An account's project is asked for again at most this often (seconds, per instance).
-PROJECT_RECHECK = 600.0
-_SIGNATURE_CACHE_SIZE = 10_000
+# account id, failed model -> the models of its quota group (they share one bucket).
+GroupModels = Callable[[int, str], Awaitable[list[str]]]
 
 
-def _encode_body(body: dict[str, Any]) -> bytes:
-    try:
-        return orjson.dumps(body)
-    except orjson.JSONEncodeError:
-        # JSON the client could send but orjson cannot write back: nested deeper than 255
-        # levels once wrapped (tool-call arguments, schemas), or an integer beyond 64 bits.
-        raise InvalidRequest(
-            "the request cannot be forwarded: its JSON nests more than 255 levels deep "
-            "or holds an integer beyond 64 bits",
-            code="request_not_encodable",
-        ) from None
+class Reply:
+    """A reply whose first events are in; nothing has reached the client yet."""
+
+    def __init__(
+        self,
+        *,
+        request: ChatRequest,
+        requested_model: str,
+        account: Account,
+        prepared: Prepared,
+        upstream: BackendReply,
+        first: Sequence[Event],
+        rest: AsyncIterator[Sequence[Event]],
+        started: float,
+        overhead_before: float,
+        signatures: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.request = request
+        # The name the client asked for, which its reply carries.
+        self.requested_model = requested_model
+        self.account = account
+        # The upstream model id (aliases resolved): what was served and is accounted.
+        self.model = prepared.model
+        self.upstream = upstream
+        self.started = started
+        # Seconds from the request's arrival to the upstream call: the gateway's share.
+        self.overhead_before = overhead_before
+        self.opened_at = time.perf_counter()
+        # When the upstream's last frame arrived; None until then.
+        self.upstream_done: float | None = None
+        self.completed = False
+        self.failed = False
+        self.reservation: Reservation | None = None
+        self._first = first
+        self._rest = rest
+        self._keep_signatures = signatures
+
+    async def batches(self) -> AsyncIterator[Sequence[Event]]:
+        """The reply's events, a batch per upstream read; the last batch holds its usage
+        and end, sent only once the signatures a next turn needs are stored."""
+        yield self._first
+        async for events in self._rest:
+            if events:
+                yield events
+        self.upstream_done = time.perf_counter()
+        await self._keep_signatures()
+        self.completed = True
+        yield self.upstream.closing()
+
+    def fail(self) -> None:
+        """The surface ended the reply itself (a shutdown cut it): it is an error, not a cancel."""
+        self.failed = True
 
 
-class _Next(Enum):
-    SAME_ACCOUNT = "same"
-    OTHER_ACCOUNT = "other"
-    GIVE_UP = "give_up"
-
-
-@dataclass
-class _Attempts:
-    """What one request's attempts have learnt so far."""
-
-    deadline: float
-    tried: set[int] = field(default_factory=set)
-    waited: set[int] = field(default_factory=set)
-    capacity_waits: Iterator[float] = field(default_factory=lambda: iter(CAPACITY_BACKOFF))
-    # The earliest moment an account parked by these attempts comes back.
-    comeback: datetime | None = None
-
-    def parked_until(self, until: datetime) -> None:
-        self.comeback = until if self.comeback is None else min(self.comeback, until)
-
-
-@dataclass
-class OpenedReply:
-    """An upstream reply that has produced its first events; nothing sent yet."""
-
-    account: dict[str, Any]
-    upstream: UpstreamRequest
-    stream: UpstreamStream
-    batches: AsyncIterator[list[dict[str, Any]]]
-    translator: ResponseTranslator
-    first_events: list[Event]
-    started: float
-    # Seconds from the request's arrival to the upstream call: the gateway's share.
-    overhead_before: float
-    opened_at: float = field(default_factory=time.perf_counter)
-    # What admission reserved on the caller's pool, until the request is charged.
-    reservation: Reservation | None = None
-
-
-class ChatService:
+class Gateway:
     def __init__(
         self,
         *,
         config: Config,
-        db: Database,
+        backend: Backend,
         router: AccountRouter,
-        tokens: TokenManager,
-        upstream: UpstreamClient,
+        accounts: AccountRepository,
+        signatures: SignatureStore,
+        group_models: GroupModels,
         usage: UsageRecorder,
         reservations: PoolReservations,
         metrics: Metrics,
         catalogue: ModelCatalogue,
-        identity: ClientIdentity,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._config = config
-        self._catalogue = catalogue
-        self._identity = identity
-        self._thinking_rules = models.thinking_rules(config.models.thinking)
-        self._db = db
+        self._policy = config.failover
+        self._backend = backend
         self.router = router
-        self._tokens = tokens
-        self._upstream = upstream
+        self._accounts = accounts
+        self._signatures = signatures
+        self._group_models = group_models
         self._usage = usage
         self.reservations = reservations
         self.metrics = metrics
-        # tool call id -> (model family, signature); the database holds the same for other instances.
-        self._signatures: OrderedDict[str, tuple[str, ToolCallSignature]] = OrderedDict()
-        self._project_checked: dict[int, float] = {}  # account id -> monotonic time
+        self._catalogue = catalogue
+        self._clock = clock
 
-    # --- opening a reply -----------------------------------------------------
+    @asynccontextmanager
+    async def chat(
+        self, principal: Principal, request: ChatRequest, *, request_id: str, started: float
+    ) -> AsyncIterator[Reply]:
+        """The opened reply; leaving the block closes it, whatever the way out."""
+        reply = await self._open(principal, request, started)
+        status: str | None = None
+        try:
+            yield reply
+        except (asyncio.CancelledError, ConnectionResetError):
+            status = "error" if reply.failed else "cancelled"
+            raise
+        except BaseException:
+            status = "error"
+            raise
+        finally:
+            if status is None:
+                status = "ok" if reply.completed and not reply.failed else "error"
+            self._close(reply, principal, request_id, status)
 
-    async def open(self, principal: Any, req: ChatRequest, started: float) -> OpenedReply:
-        """Try accounts until one produces a reply; raise an ApiError if none does."""
+    # --- opening -------------------------------------------------------------
+
+    async def _open(self, principal: Principal, request: ChatRequest, started: float) -> Reply:
+        """Try accounts until one produces a reply; raise a GatewayError if none does."""
+        requested = request.model
         # Aliases and deprecations resolve once, before an account is chosen (PROTOCOL §13.4).
-        upstream_model = self._catalogue.resolve(req.model)
-        requested = req.model
-        req = dataclasses.replace(req, model=upstream_model)
-        quota_group = self._config.quotas.group_of(upstream_model)
-        rows = await self.router.candidates(principal, upstream_model, quota_group)
-        upstream_req = build_upstream_request(
-            req,
-            project=None,
-            defaults=self._config.defaults,
-            request_id=new_request_id(upstream_model),
-            signatures=await self._lookup_signatures(req),
-            model_info=self._catalogue.info(upstream_model),
-            thinking_rules=self._thinking_rules,
-        )
-        body = upstream_req.body
-        state = _Attempts(
-            deadline=asyncio.get_running_loop().time() + self._config.upstream.first_byte_timeout
-        )
+        request = dataclasses.replace(request, model=self._catalogue.resolve(requested))
+        model = request.model
+        quota_group = self._config.quotas.group_of(model)
+        rows = await self.router.candidates(principal, model, quota_group)
+        family = self._backend.signature_family(model)
+        wanted = self._backend.wanted_signatures(request)
+        stored = await self._signatures.find(family, wanted) if wanted else {}
+        prepared = self._backend.prepare(request, stored, self._catalogue.info(model))
+
+        attempts = Attempts(deadline=self._clock.monotonic() + self._config.upstream.first_byte_timeout)
         last_failure: UpstreamFailure | None = None
-        ranking = None
+        ranking: Ranking | None = None
         for _attempt in range(self._config.upstream.max_attempts):
             ranking = rank_candidates(
                 rows,
                 user_id=principal.user_id,
                 prefer_shared=bool(principal.prefer_shared),
                 inflight=self.router.inflight,
-                session_key=upstream_req.session_key,
-                exclude=frozenset(state.tried),
+                session_key=prepared.session_key,
+                exclude=frozenset(attempts.tried),
                 pool_reserved=self.reservations.reserved(principal.user_id, quota_group),
             )
             if not ranking.accounts:
                 break
             account = ranking.accounts[0]
             account_id = account["account_id"]
-            # PROTOCOL §13.3: never "project": "" (a 400); an account without a project sends none.
-            if account["project_id"]:
-                body["project"] = account["project_id"]
-            else:
-                body.pop("project", None)
             self.router.acquire(account_id)
             held = self.reservations.reserve(principal.user_id, quota_group, account)
             try:
-                reply = await self._attempt(account, upstream_req, _encode_body(body), started)
+                reply = await self._attempt(account, prepared, request, requested, started, family)
+            except UpstreamFailure as failure:
+                self._release(account_id, held)
+                last_failure = failure
+                self.metrics.upstream_errors.labels(failure.kind.value).inc()
+                step = await self._after_failure(account, failure, model, attempts)
+            except CredentialsFailed as exc:
+                self._release(account_id, held)
+                last_failure = UpstreamFailure(FailureKind.UNAUTHENTICATED, 502, str(exc))
+                step = Next.OTHER_ACCOUNT
+            except ModelRetired as notice:
+                # The retirement notice came as reply text (PROTOCOL §13.4): a clean error instead.
+                self._release(account_id, held)
+                raise self._catalogue.note_retired(requested, notice.replacement or "") from None
+            except BaseException:
+                self._release(account_id, held)
+                raise
+            else:
                 reply.reservation = held
                 if account.get("validation_url"):
                     await self._validated(account_id)
                 return reply
-            except UpstreamFailure as failure:
-                self.router.release(account_id)
-                self.reservations.cancel(held)
-                last_failure = failure
-                self.metrics.upstream_errors.labels(failure.kind.value).inc()
-                step = await self._after_failure(account, failure, upstream_model, state)
-            except (AccountRevoked, RefreshFailed) as exc:
-                self.router.release(account_id)
-                self.reservations.cancel(held)
-                last_failure = UpstreamFailure(FailureKind.UNAUTHENTICATED, 502, str(exc))
-                step = _Next.OTHER_ACCOUNT
-            except ModelRetired as notice:
-                # The retirement notice came as reply text (PROTOCOL §13.4): a clean error instead.
-                self.router.release(account_id)
-                self.reservations.cancel(held)
-                raise self._catalogue.note_retired(requested, notice.replacement or "") from None
-            except BaseException:
-                self.router.release(account_id)
-                self.reservations.cancel(held)
-                raise
             log.info(
                 "chat_attempt_failed",
                 account_id=account_id,
@@ -223,29 +210,33 @@ class ChatService:
                 status=last_failure.status,
                 next=step.value,
             )
-            if step is _Next.GIVE_UP:
+            if step is Next.GIVE_UP:
                 break
             self.metrics.failovers.labels(step.value).inc()
-            if step is _Next.OTHER_ACCOUNT:
-                state.tried.add(account_id)
-        if last_failure is not None:
-            error = self._client_error(last_failure, upstream_model)
-            if error.retry_after is not None and ranking is not None and not ranking.accounts:
-                # Every account is parked: the client may come back when the first one does,
-                # as a later request would be told (no_account_error).
-                returns = [t for t in (state.comeback, ranking.retry_at) if t is not None]
-                if returns:
-                    wait = max(1.0, (min(returns) - datetime.now(UTC)).total_seconds())
-                    error.retry_after = min(error.retry_after, wait)
-            raise error
+            if step is Next.OTHER_ACCOUNT:
+                attempts.tried.add(account_id)
         assert ranking is not None  # max_attempts >= 1
-        raise no_account_error(ranking, req.model)
+        if last_failure is None:
+            raise no_account_error(ranking, model)
+        error = self._client_error(last_failure, model)
+        if error.retry_after is not None and not ranking.accounts:
+            # Every account is parked: the client may come back when the first one does,
+            # as a later request would be told (no_account_error).
+            returns = [t for t in (attempts.comeback, ranking.retry_at) if t is not None]
+            if returns:
+                wait = max(1.0, (min(returns) - self._clock.now()).total_seconds())
+                error.retry_after = min(error.retry_after, wait)
+        raise error
 
-    def _client_error(self, failure: UpstreamFailure, model: str) -> ApiError:
+    def _release(self, account_id: int, held: Reservation | None) -> None:
+        self.router.release(account_id)
+        self.reservations.cancel(held)
+
+    def _client_error(self, failure: UpstreamFailure, model: str) -> GatewayError:
         if failure.kind is FailureKind.NOT_FOUND and self._catalogue.knows(model):
             # PROTOCOL §13.9: a model the account lists but the chat cannot find is the
             # client-version gate (§13.1), not a missing model.
-            log.error("upstream_client_outdated", model=model, user_agent=self._identity.user_agent)
+            log.error("upstream_client_outdated", model=model)
             return UpstreamError(
                 "The upstream refused this gateway's client version for this model; "
                 "the upstream client version must be raised",
@@ -258,228 +249,125 @@ class ChatService:
                 "The account serving this request must be verified again by its owner in a browser "
                 "(validation_url in /api/accounts); it is parked meanwhile",
                 code="account_validation_required",
-                retry_after=VALIDATION_COOLDOWN.total_seconds(),
+                retry_after=self._policy.validation_cooldown,
             )
-        return to_api_error(failure)
+        return client_error(failure)
 
     async def _attempt(
-        self, account: dict[str, Any], upstream_req: UpstreamRequest, body: bytes, started: float
-    ) -> OpenedReply:
-        token = await self._tokens.access_token(account)
-        overhead_before = time.perf_counter() - started
-        try:
-            stream = await self._upstream.open_stream(token, body)
-        except UpstreamFailure as failure:
-            if failure.kind is not FailureKind.UNAUTHENTICATED:
-                raise
-            # The stored token was refused: refresh once and try the same account again.
-            token = await self._tokens.refresh(account["account_id"], stale=account.get("access_token") or "")
-            stream = await self._upstream.open_stream(token, body)
-        return await self._prime(account, upstream_req, stream, started, overhead_before)
-
-    async def _prime(
         self,
-        account: dict[str, Any],
-        upstream_req: UpstreamRequest,
-        stream: UpstreamStream,
+        account: Account,
+        prepared: Prepared,
+        request: ChatRequest,
+        requested: str,
         started: float,
-        overhead_before: float,
-    ) -> OpenedReply:
-        """Read until the first events: an error up to here may still fail over."""
-        translator = ResponseTranslator(upstream_req.tool_names, upstream_req.placeholder_tools)
-        batches = aiter(stream.batches())
-        first_events: list[Event] = []
-        seen_frames = 0
-        try:
-            while not first_events:
-                try:
-                    batch = await anext(batches)
-                except StopAsyncIteration:
-                    break
-                seen_frames += len(batch)
-                first_events = [event for frame in batch for event in translator.feed(frame)]
-        except BaseException:
-            stream.close()
-            raise
-        if seen_frames == 0:
-            stream.close()
-            raise UpstreamFailure(FailureKind.SERVER_ERROR, 502, "upstream sent an empty reply")
-        return OpenedReply(
-            account, upstream_req, stream, batches, translator, first_events, started, overhead_before
+        family: str,
+    ) -> Reply:
+        overhead_before = time.perf_counter() - started
+        upstream = await self._backend.open(account, prepared)
+        rest = upstream.batches()
+        first = await self._prime(upstream, rest)
+        signatures = self._signatures
+
+        async def keep_signatures() -> None:
+            # The family of the model that signed, not of the name the client asked for (an alias).
+            await signatures.keep(family, upstream.signatures)
+
+        return Reply(
+            request=request,
+            requested_model=requested,
+            account=account,
+            prepared=prepared,
+            upstream=upstream,
+            first=first,
+            rest=rest,
+            started=started,
+            overhead_before=overhead_before,
+            signatures=keep_signatures,
         )
+
+    @staticmethod
+    async def _prime(upstream: BackendReply, batches: AsyncIterator[Sequence[Event]]) -> Sequence[Event]:
+        """Read until the first events: an error up to here may still fail over."""
+        seen_reads = 0
+        try:
+            async for events in batches:
+                seen_reads += 1
+                if events:
+                    return events
+        except BaseException:
+            upstream.close()
+            raise
+        if seen_reads == 0:
+            upstream.close()
+            raise UpstreamFailure(FailureKind.SERVER_ERROR, 502, "upstream sent an empty reply")
+        return []
 
     async def _after_failure(
-        self, account: dict[str, Any], failure: UpstreamFailure, model: str, state: _Attempts
-    ) -> _Next:
-        """Record what the failure says about the account, and say what to try next."""
-        account_id = account["account_id"]
-        kind = failure.kind
-        now = datetime.now(UTC)
-        remaining = state.deadline - asyncio.get_running_loop().time()
-        if kind is FailureKind.QUOTA_EXHAUSTED:
-            until = failure.reset_at or now + DEFAULT_QUOTA_COOLDOWN
-            # The models of one quota group share the bucket: park them all.
-            parked = await account_group_models(self._db, self._config.quotas, account_id, model)
-            await self._cooldown(account_id, parked, until, "quota_exhausted")
-            state.parked_until(until)
-            return _Next.OTHER_ACCOUNT
-        if kind is FailureKind.RATE_LIMITED:
-            delay = failure.retry_after or 2.0
-            if delay <= min(SHORT_RATE_LIMIT, remaining) and account_id not in state.waited:
-                state.waited.add(account_id)
-                await asyncio.sleep(delay)
-                return _Next.SAME_ACCOUNT
-            await self._cooldown(account_id, [model], now + timedelta(seconds=delay), "rate_limited")
-            state.parked_until(now + timedelta(seconds=delay))
-            return _Next.OTHER_ACCOUNT
-        if kind is FailureKind.CAPACITY:
-            # Server-wide: other accounts would fail the same way, so wait instead of burning them.
-            wait = next(state.capacity_waits, None)
-            if wait is None or wait > remaining:
-                return _Next.GIVE_UP
-            await asyncio.sleep(wait)
-            return _Next.SAME_ACCOUNT
-        if kind is FailureKind.NOT_FOUND:
-            # The version gate or the model: the same on every account and host (PROTOCOL §13.9).
-            return _Next.GIVE_UP
-        if kind is FailureKind.VALIDATION_REQUIRED:
-            until = now + VALIDATION_COOLDOWN
-            await self._db.execute(
-                "park_account_for_validation",
-                account_id=account_id,
-                until=until,
-                validation_url=failure.validation_url,
-            )
-            log.warning("account_needs_validation", account_id=account_id, until=until.isoformat())
-            state.parked_until(until)
-            return _Next.OTHER_ACCOUNT
-        project_refused = kind in (FailureKind.PROJECT_INVALID, FailureKind.PERMISSION_DENIED)
-        if project_refused and await self._rediscover_project(account, remaining):
-            return _Next.SAME_ACCOUNT
-        if kind in (FailureKind.ACCOUNT_BLOCKED, FailureKind.PROJECT_INVALID):
-            await self._disable(account_id, f"{kind.value}: {failure.message}"[:500])
-            return _Next.OTHER_ACCOUNT
-        if kind is FailureKind.PERMISSION_DENIED:
-            await self._cooldown(account_id, [model], now + PERMISSION_COOLDOWN, "permission_denied")
-            return _Next.OTHER_ACCOUNT
-        if kind is FailureKind.UNAUTHENTICATED:
-            await self._cooldown(account_id, [model], now + UNAUTHENTICATED_COOLDOWN, "unauthenticated")
-            return _Next.OTHER_ACCOUNT
-        if kind in (FailureKind.SERVER_ERROR, FailureKind.NETWORK):
-            return _Next.OTHER_ACCOUNT
-        # A bad request, an unknown model or a timeout the client already sat through.
-        return _Next.GIVE_UP
-
-    async def _rediscover_project(self, account: dict[str, Any], remaining: float) -> bool:
-        """Ask loadCodeAssist for the account's project again; True when it changed (now stored).
-
-        A project refused as invalid or not permitted often means Google moved the
-        account to another one (PROTOCOL §8.3): the old one would be refused for good.
-        """
-        account_id = account["account_id"]
-        now = time.monotonic()
-        last = self._project_checked.get(account_id)
-        if remaining <= 0 or (last is not None and now - last < PROJECT_RECHECK):
-            return False
-        self._project_checked[account_id] = now
-        try:
-            async with asyncio.timeout(remaining):
-                token = await self._tokens.access_token(account)
-                found = await discover_project(self._upstream, token, polls=1, delay=0)
-        except (ApiError, AccountRevoked, RefreshFailed, TimeoutError) as exc:
-            log.info("project_rediscovery_failed", account_id=account_id, error=type(exc).__name__)
-            return False
-        if found.project_id == account["project_id"]:
-            return False
-        await self._db.execute("set_project", account_id=account_id, project_id=found.project_id)
-        log.warning("account_project_changed", account_id=account_id)
-        # This request's next attempt reads the row it holds; other requests reload.
-        account["project_id"] = found.project_id
-        return True
-
-    async def _cooldown(self, account_id: int, models_: list[str], until: datetime, reason: str) -> None:
-        await self._db.execute(
-            "set_cooldowns", account_id=account_id, models=models_, until=until, reason=reason
+        self, account: Account, failure: UpstreamFailure, model: str, attempts: Attempts
+    ) -> Next:
+        """Store what the failure says about the account; wait if the policy says so."""
+        remaining = attempts.deadline - self._clock.monotonic()
+        decision = decide(
+            failure, account["account_id"], attempts, self._policy, now=self._clock.now(), remaining=remaining
         )
+        if decision.repair_first and await self._backend.repair(account, remaining):
+            return Next.SAME_ACCOUNT
+        await self._apply(account["account_id"], decision, failure, model)
+        if decision.wait:
+            await self._clock.sleep(decision.wait)
+        return decision.next
+
+    async def _apply(self, account_id: int, decision: Decision, failure: UpstreamFailure, model: str) -> None:
+        until = decision.until
+        reason = failure.kind.value
+        match decision.effect:
+            case Effect.COOLDOWN_MODEL:
+                assert until is not None
+                await self._accounts.set_cooldowns(account_id, [model], until, reason)
+            case Effect.COOLDOWN_GROUP:
+                assert until is not None
+                parked = await self._group_models(account_id, model)
+                await self._accounts.set_cooldowns(account_id, parked, until, reason)
+            case Effect.PARK_FOR_VALIDATION:
+                assert until is not None
+                await self._accounts.park_for_validation(account_id, until, failure.validation_url)
+                log.warning("account_needs_validation", account_id=account_id, until=until.isoformat())
+            case Effect.DISABLE:
+                disabled_for = f"{reason}: {failure.message}"[:500]
+                await self._accounts.disable(account_id, disabled_for)
+                log.warning("account_disabled", account_id=account_id, reason=disabled_for)
 
     async def _validated(self, account_id: int) -> None:
         """The account serves again: the verification Google asked for is done (PROTOCOL §13.9).
         Best effort: the reply is already open and must not be lost to a database hiccup."""
         try:
-            await self._db.execute("clear_account_validation", account_id=account_id)
-        except ApiError as exc:
+            await self._accounts.clear_validation(account_id)
+        except GatewayError as exc:
             log.warning("account_validation_not_cleared", account_id=account_id, code=exc.code)
-
-    async def _disable(self, account_id: int, reason: str) -> None:
-        await self._db.execute("disable_account", account_id=account_id, reason=reason)
-        log.warning("account_disabled", account_id=account_id, reason=reason)
-
-    # --- thought signatures --------------------------------------------------
-
-    async def _lookup_signatures(self, req: ChatRequest) -> dict[str, ToolCallSignature]:
-        wanted = replayed_tool_call_ids(req, self._thinking_rules)
-        if not wanted:
-            return {}
-        family = models.model_family(req.model)
-        found = {}
-        for call_id in wanted:
-            cached = self._signatures.get(call_id)
-            # A signature only opens for the family that made it.
-            if cached is not None and cached[0] == family:
-                found[call_id] = cached[1]
-        missing = [i for i in wanted if i not in found]
-        if missing:
-            for row in await self._db.all("get_signatures", ids=missing):
-                if row["family"] == family:
-                    found[row["tool_call_id"]] = ToolCallSignature(row["signature"], row["thinking"])
-        return found
-
-    async def remember_signatures(self, reply: OpenedReply) -> None:
-        """Store the reply's tool-call signatures before the client can send the next turn."""
-        captured = reply.translator.tool_signatures
-        if not captured:
-            return
-        # The family of the model that signed, not of the name the client asked for (an alias).
-        family = models.model_family(reply.upstream.model)
-        for call_id, (signature, thinking) in captured.items():
-            self._signatures[call_id] = (family, ToolCallSignature(signature, thinking))
-        while len(self._signatures) > _SIGNATURE_CACHE_SIZE:
-            self._signatures.popitem(last=False)
-        ids = list(captured)
-        await self._db.execute(
-            "store_signatures",
-            ids=ids,
-            families=[family] * len(ids),
-            signatures=[captured[i][0] for i in ids],
-            thinking=[captured[i][1] for i in ids],
-        )
 
     # --- closing -------------------------------------------------------------
 
-    def finish(self, reply: OpenedReply, principal: Any, request_id: str, status: str, stream: bool) -> None:
+    def _close(self, reply: Reply, principal: Principal, request_id: str, status: str) -> None:
         """Release the account and queue the usage row (never awaited by the client)."""
-        reply.stream.close()
-        self.metrics.chat_requests.labels(reply.upstream.model, "true" if stream else "false", status).inc()
+        reply.upstream.close()
+        stream = "true" if reply.request.stream else "false"
+        self.metrics.chat_requests.labels(reply.model, stream, status).inc()
         account = reply.account
         self.router.release(account["account_id"])
-        translator = reply.translator
-        usage = translator.usage
+        usage = reply.upstream.usage
         record = UsageRecord(
             request_id=request_id,
             user_id=principal.user_id,
             account_id=account["account_id"],
-            model_name=reply.upstream.model,
-            quota_group=self._config.quotas.group_of(reply.upstream.model),
+            model_name=reply.model,
+            quota_group=self._config.quotas.group_of(reply.model),
             is_shared=account["is_shared"],
             status=status,
             latency_ms=int((time.perf_counter() - reply.started) * 1000),
-            prompt_tokens=translator.prompt_tokens,
-            completion_tokens=translator.completion_tokens,
-            reasoning_tokens=translator.reasoning_tokens,
-            total_tokens=usage.get("total_tokens", 0),
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            total_tokens=usage.total_tokens,
         )
         self.reservations.finished(reply.reservation, record)
         self._usage.record(record)
-
-
-CHAT = web.AppKey("chat", ChatService)

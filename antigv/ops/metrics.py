@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from antigv.appkeys import CONFIG, DB
+from antigv.appkeys import CONFIG, DB, METRICS
 from antigv.core.errors import Forbidden, ServiceUnavailable
 from antigv.protocols.auth import PUBLIC, access, authenticate
 
@@ -137,9 +137,6 @@ class Metrics:
         combined.register(self.database_gauges)
         combined.register(self.upstream_client)
         return combined
-
-
-METRICS = web.AppKey("metrics", Metrics)
 
 
 def route_label(request: web.Request) -> str:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import structlog
 from aiohttp import web
 
-from antigv.appkeys import CONFIG, DB
-from antigv.core.errors import ApiError, ServiceUnavailable
+from antigv.appkeys import CONFIG, DB, TASKS
+from antigv.core.errors import GatewayError, ServiceUnavailable
 from antigv.store.db import Database
 
 log = structlog.get_logger(__name__)
@@ -69,7 +69,7 @@ async def run_locked(db: Database, name: str, action: Callable[[], Awaitable[obj
     finally:
         await cancel_and_wait(renewer)
         # When the database is gone the lease runs out by itself.
-        with contextlib.suppress(ApiError):
+        with contextlib.suppress(GatewayError):
             await db.execute("release_task_lease", name=name, holder=holder)
     return True
 
@@ -81,7 +81,7 @@ async def _renew_lease(db: Database, name: str, holder: str) -> None:
             if not await db.execute("renew_task_lease", name=name, holder=holder, seconds=LEASE_SECONDS):
                 log.warning("task_lease_lost", task=name)
                 return
-        except ApiError as exc:
+        except GatewayError as exc:
             log.warning("task_lease_not_renewed", task=name, code=exc.code)
 
 
@@ -124,7 +124,7 @@ class TaskLoop:
                 if not self._database_down:
                     self._database_down = True
                     log.warning("database_unavailable", task=task.name, hint="background tasks wait for it")
-            except ApiError as exc:
+            except GatewayError as exc:
                 # A typed error already says what is wrong; a traceback would add nothing.
                 log.warning("task_failed", task=task.name, code=exc.code, error=exc.message)
             except Exception:
@@ -135,9 +135,6 @@ class TaskLoop:
         while True:
             await self._tick()
             await asyncio.sleep(min(interval, 1.0))
-
-
-TASKS = web.AppKey("tasks", TaskLoop)
 
 
 async def task_loop(app: web.Application) -> AsyncIterator[None]:

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from antigv.appkeys import CONFIG, DB, PRINCIPAL, Principal
+from antigv.appkeys import CONFIG, KEY_CACHE, PRINCIPAL, USER_REPO
 from antigv.core.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
+from antigv.core.principal import Principal
 from antigv.protocols.endpoint_hints import no_such_endpoint
 from antigv.protocols.web import query_id
-from antigv.store.db import Database
 from antigv.store.keys import is_admin_key, key_digest
+from antigv.store.users import UserRepository
 
 CACHE_TTL = 5.0
 CACHE_SIZE = 10_000
@@ -81,9 +82,6 @@ class KeyCache:
             del self._entries[digest]
 
 
-KEY_CACHE = web.AppKey("key_cache", KeyCache)
-
-
 def bearer_token(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -97,20 +95,20 @@ def bearer_token(request: web.Request) -> str | None:
     return token
 
 
-async def resolve_key(db: Database, cache: KeyCache, key: str) -> KeyOwner:
+async def resolve_key(users: UserRepository, cache: KeyCache, key: str) -> KeyOwner:
     digest = key_digest(key)
     hit, owner = cache.get(digest)
     if hit:
         return owner
     generation = cache.generation
-    row = await db.one("user_by_key_hash", key_hash=digest)
+    holder = await users.by_key_digest(digest)
     owner: KeyOwner = None
-    if row is not None and row["status"] == 1:
+    if holder is not None and holder.status == 1:
         owner = Principal(
-            user_id=row["user_id"], is_admin=False, name=row["name"], prefer_shared=row["prefer_shared"]
+            user_id=holder.user_id, is_admin=False, name=holder.name, prefer_shared=holder.prefer_shared
         )
-    elif row is not None:
-        owner = DisabledUser(row["user_id"])
+    elif holder is not None:
+        owner = DisabledUser(holder.user_id)
     if cache.generation == generation:
         cache.put(digest, owner)
     return owner
@@ -123,7 +121,7 @@ async def authenticate(request: web.Request) -> Principal:
     app = request.app
     if is_admin_key(token, app[CONFIG].security.admin_api_key):
         return Principal(user_id=None, is_admin=True, name="admin")
-    owner = await resolve_key(app[DB], app[KEY_CACHE], token)
+    owner = await resolve_key(app[USER_REPO], app[KEY_CACHE], token)
     if isinstance(owner, DisabledUser):
         raise Forbidden("this key's user is disabled", code="user_disabled")
     if owner is None:

@@ -12,10 +12,9 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from antigv.appkeys import LIFECYCLE
-from antigv.backends.google.failures import UpstreamFailure, to_api_error
+from antigv.appkeys import LIFECYCLE, METRICS, REQUEST_ID, SURFACES
 from antigv.core.errors import (
-    ApiError,
+    GatewayError,
     InternalError,
     InvalidRequest,
     MethodNotAllowed,
@@ -23,12 +22,11 @@ from antigv.core.errors import (
     PayloadTooLarge,
     ServiceUnavailable,
 )
-from antigv.ops.metrics import METRICS, route_label
+from antigv.core.failures import UpstreamFailure, client_error
+from antigv.ops.metrics import route_label
 from antigv.protocols.web import json_response
 
 log = structlog.get_logger("antigv.http")
-
-REQUEST_ID = web.RequestKey("request_id", str)
 # Probes still answer while draining (readiness says 503 by itself).
 _DRAIN_EXEMPT = frozenset({"/healthz", "/readyz"})
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -40,7 +38,7 @@ def _request_id(request: web.Request) -> str:
     return supplied if _REQUEST_ID_RE.match(supplied) else secrets.token_hex(12)
 
 
-def _from_http_exception(exc: web.HTTPException) -> ApiError:
+def _from_http_exception(exc: web.HTTPException) -> GatewayError:
     if isinstance(exc, web.HTTPNotFound):
         return NotFound("no such endpoint", code="unknown_route")
     if isinstance(exc, web.HTTPMethodNotAllowed):
@@ -61,24 +59,22 @@ def _response_started(request: web.Request) -> bool:
     return request.writer.output_size > 0
 
 
-def _as_api_error(request: web.Request, exc: Exception, request_id: str) -> ApiError:
-    if isinstance(exc, ApiError):
+def _as_api_error(request: web.Request, exc: Exception, request_id: str) -> GatewayError:
+    if isinstance(exc, GatewayError):
         return exc
     if isinstance(exc, UpstreamFailure):
-        return to_api_error(exc)
+        return client_error(exc)
     log.exception("unhandled_error", method=request.method, path=request.path)
     return InternalError(f"internal error (request id {request_id})")
 
 
-def error_response(request: web.Request, error: ApiError, request_id: str) -> web.Response:
-    body = error.body()
-    if request.path.startswith("/api/"):
-        body = {"success": False, **body}
+def error_response(request: web.Request, error: GatewayError, request_id: str) -> web.Response:
+    status, body = request.app[SURFACES].error_shape(request.path)(error)
     headers = {"X-Request-Id": request_id, **error.headers}
     if error.retry_after is not None:
         # Rounding up: a client told to wait less than needed only earns another 429.
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
-    response = json_response(body, status=error.status, headers=headers)
+    response = json_response(body, status=status, headers=headers)
     if error.close_connection:
         response.force_close()  # "Connection: close": no next request on this connection
     return response

@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 
 from antigv.appkeys import CONFIG
-from antigv.core.errors import ApiError, InvalidRequest, NotFound, PayloadTooLarge, RequestTimeout
+from antigv.core.errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarge, RequestTimeout
 
 # Ids are bigint: 1 to 18 ASCII digits cannot overflow it (str.isdigit would admit '²').
 _ID_RE = re.compile(r"^[0-9]{1,18}$")
@@ -47,7 +47,7 @@ async def read_body(request: web.Request) -> bytes:
             f"request body is larger than {limit}, the limit of this gateway (security.max_request_size)"
         ) from None
     except TimeoutError:
-        error: ApiError = RequestTimeout(
+        error: GatewayError = RequestTimeout(
             f"the request body did not arrive within {config.server.body_timeout:g} s (server.body_timeout)"
         )
     except web.RequestPayloadError:

@@ -16,7 +16,7 @@ import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from antigv.core.errors import ApiError
+from antigv.core.errors import Misconfigured
 
 log = structlog.get_logger(__name__)
 
@@ -31,12 +31,10 @@ class TokenCipherError(Exception):
     pass
 
 
-class SealedTokenError(TokenCipherError, ApiError):
+class SealedTokenError(TokenCipherError, Misconfigured):
     """A stored token this instance cannot open: the key is missing or not the one it
     was sealed with. An operator's problem, so a 503 that says what to fix, not a 500."""
 
-    status = 503
-    error_type = "service_unavailable"
     default_code = "token_key_mismatch"
 
 

@@ -18,9 +18,9 @@ import re
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiopg
 import psycopg2
@@ -28,6 +28,9 @@ import psycopg2.errors
 import structlog
 
 from antigv.core.errors import InvalidRequest, ServiceUnavailable
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +43,14 @@ _INVALIDATES_RE = re.compile(r"^--\s*invalidates:\s*([a-z_][a-z0-9_]*(?:\s*,\s*[
 
 class QueryError(Exception):
     """A problem with the SQL files themselves (found at startup)."""
+
+
+Row = TypeVar("Row", bound="DataclassInstance")
+
+
+def row_as(cls: type[Row], row: Mapping[str, Any]) -> Row:
+    """A query's row as the dataclass ``cls``: the columns its fields name, nothing else."""
+    return cls(**{field.name: row[field.name] for field in fields(cls)})
 
 
 def sql_dir() -> Path:
@@ -143,7 +154,7 @@ class _Runner:
             raise InvalidRequest("text must not contain NUL (0x00) characters") from None
 
     @staticmethod
-    def _rows(cur: Any, rows: list[tuple]) -> list[dict[str, Any]]:
+    def _rows(cur: Any, rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
         columns = [d.name for d in cur.description]
         return [dict(zip(columns, row, strict=True)) for row in rows]
 
@@ -172,7 +183,8 @@ class Transaction(_Runner):
 
     async def execute(self, query: str, /, **params: Any) -> int:
         await self._cursor_execute(self._cur, query, params)
-        return self._cur.rowcount
+        count: int = self._cur.rowcount
+        return count
 
 
 class Database(_Runner):
@@ -225,7 +237,7 @@ class Database(_Runner):
     async def execute(self, query: str, /, **params: Any) -> int:
         async with self.cursor() as cur:
             await self._cursor_execute(cur, query, params)
-            count = cur.rowcount
+            count: int = cur.rowcount
         self._changed(self.queries.invalidates(query))
         return count
 

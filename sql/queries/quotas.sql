@@ -145,20 +145,32 @@ GROUP BY q.model_name, q.quota_group
 ORDER BY q.model_name
 
 -- name: pool_rows_of_user
--- The user's pool rows with the recovery accrued so far, and the max the user has now.
-SELECT p.user_id, p.quota_group,
-       pool_recovered(p.quota, p.max_quota, p.last_recovered_at) AS quota,
-       p.max_quota, p.last_recovered_at
-FROM shared_pools p WHERE p.user_id = %(user_id)s
-ORDER BY p.quota_group
-
--- name: pool_user_summary
--- Whether the user exists, its current max, and the groups its usable shared accounts report.
-SELECT u.user_id, pool_max(u.user_id) AS max_quota,
-       coalesce((SELECT array_agg(DISTINCT q.quota_group)
-                 FROM model_quotas q JOIN accounts a ON a.account_id = q.account_id
-                 WHERE a.status = 1 AND a.is_shared = 1), '{}') AS shared_groups
-FROM users u WHERE u.user_id = %(user_id)s
+-- The user's pool in every group listed, with the recovery accrued so far: the groups
+-- named (%(groups)s, in that order), then by name those some usable shared account
+-- reports and those the user has a row for. A group without a row is a full pool,
+-- the rule account_candidates reads too. A user with no group at all gets one row
+-- whose group is NULL; no row means no such user.
+WITH member AS (
+    SELECT user_id, pool_max(user_id) AS max_quota FROM users WHERE user_id = %(user_id)s
+), listed AS (
+    SELECT g.quota_group, g.position
+    FROM unnest(%(groups)s::text[]) WITH ORDINALITY AS g(quota_group, position)
+    UNION ALL
+    SELECT x.quota_group, NULL
+    FROM (SELECT q.quota_group FROM model_quotas q JOIN accounts a ON a.account_id = q.account_id
+          WHERE a.status = 1 AND a.is_shared = 1
+          UNION
+          SELECT s.quota_group FROM shared_pools s WHERE s.user_id = %(user_id)s) x
+    WHERE x.quota_group <> ALL(%(groups)s::text[])
+)
+SELECT m.user_id, l.quota_group,
+       coalesce(pool_recovered(p.quota, p.max_quota, p.last_recovered_at), m.max_quota) AS quota,
+       coalesce(p.max_quota, m.max_quota) AS max_quota,
+       p.last_recovered_at
+FROM member m
+LEFT JOIN listed l ON true
+LEFT JOIN shared_pools p ON p.user_id = m.user_id AND p.quota_group = l.quota_group
+ORDER BY l.position NULLS LAST, l.quota_group COLLATE "C"
 
 -- name: pool_recover
 -- Recovery by elapsed time: idempotent, any number of runs on any number of instances.

@@ -8,7 +8,7 @@ SELECT a.account_id, a.user_id, a.is_shared, a.project_id, a.access_token,
        q.quota, q.reset_time, coalesce(q.status, 1) AS quota_status,
        -- An account parked as a whole (VALIDATION_REQUIRED, PROTOCOL §13.9) waits like a cooldown.
        greatest(c.until, a.blocked_until) AS cooldown_until, a.validation_url,
-       -- A pool without a row yet is full: 2 x the caller's enabled shared accounts.
+       -- A pool without a row yet is full (pool_max, migration 0004, says how big).
        -- Recovery accrues continuously, so admission counts what has accrued by now.
        coalesce(pool_recovered(p.quota, p.max_quota, p.last_recovered_at), m.pool_max) AS pool_quota,
        -- 0: the caller shares nothing, so the pool is no source at all (not a wait).
@@ -17,8 +17,7 @@ SELECT a.account_id, a.user_id, a.is_shared, a.project_id, a.access_token,
        -- the exhausted windows, NULL when one of them has none.
        w.exhausted IS NOT NULL AS window_exhausted, w.reset_time AS window_reset
 FROM accounts a
-CROSS JOIN (SELECT 2 * count(*) AS pool_max FROM accounts s
-            WHERE s.user_id = %(user_id)s AND s.is_shared = 1 AND s.status = 1) m
+CROSS JOIN (SELECT pool_max(%(user_id)s::bigint) AS pool_max) m
 LEFT JOIN model_quotas q ON q.account_id = a.account_id AND q.model_name = %(model)s
 LEFT JOIN cooldowns c ON c.account_id = a.account_id AND c.model_name = %(model)s AND c.until > now()
 LEFT JOIN shared_pools p ON p.user_id = %(user_id)s AND p.quota_group = %(quota_group)s

@@ -22,8 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from antigv.app import create_app
-from antigv.appkeys import DB
-from antigv.gateway.service import CHAT
+from antigv.appkeys import DB, GATEWAY
 from tests.conftest import create_user, make_config
 from tests.upstream_double import Account as UpstreamAccount
 from tests.upstream_double import UpstreamDouble
@@ -157,7 +156,7 @@ class E2E:
                 columns = [d.name for d in cur.description]
                 rows = [dict(zip(columns, row, strict=True)) for row in await cur.fetchall()]
         for gateway in self.gateways:
-            gateway.app[CHAT].router.invalidate()
+            gateway.app[GATEWAY].router.invalidate()
         return rows
 
     async def account_row(self, acc: Acc) -> dict[str, Any]:
@@ -207,11 +206,11 @@ class E2E:
     async def assert_nothing_in_flight(self) -> None:
         """Every attempt released its account (cut requests finish a moment later)."""
         for _ in range(120):  # up to 3 s: a slow machine may take a moment
-            if not any(gw.app[CHAT].router.inflight for gw in self.gateways):
+            if not any(gw.app[GATEWAY].router.inflight for gw in self.gateways):
                 return
             await asyncio.sleep(0.025)
         raise AssertionError(
-            f"accounts left in flight: {[gw.app[CHAT].router.inflight for gw in self.gateways]}"
+            f"accounts left in flight: {[gw.app[GATEWAY].router.inflight for gw in self.gateways]}"
         )
 
     async def close(self) -> None:

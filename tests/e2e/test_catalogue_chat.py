@@ -8,8 +8,7 @@ from typing import Any
 import openai
 import pytest
 
-from antigv.gateway.catalogue import CATALOGUE
-from antigv.ops.tasks import TASKS
+from antigv.appkeys import CATALOGUE, TASKS
 from tests.e2e.conftest import E2E
 
 

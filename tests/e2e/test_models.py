@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from antigv.accounting.quotas import QUOTAS
+from antigv.appkeys import QUOTAS
 from tests.conftest import ADMIN_KEY, create_user
 from tests.e2e.conftest import E2E
 

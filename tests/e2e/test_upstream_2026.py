@@ -13,10 +13,8 @@ from typing import Any
 import openai
 import pytest
 
-from antigv.appkeys import DB
-from antigv.backends.antigravity.client import UPSTREAM
+from antigv.appkeys import DB, TASKS, UPSTREAM
 from antigv.backends.antigravity.identity import MANIFEST_REFRESH
-from antigv.ops.tasks import TASKS
 from tests.conftest import ADMIN_KEY, bearer
 from tests.e2e.conftest import E2E, WEATHER_TOOL, Acc
 from tests.upstream_double import NEW_MODELS, google_error

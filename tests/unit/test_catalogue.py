@@ -6,17 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from antigv.backends.google.frames import ResponseTranslator, TextDelta, ToolCallEvent
+from antigv.backends.antigravity.models import PLACEHOLDER_ARGUMENT
+from antigv.backends.antigravity.notices import reject_notices, retirement_replacement
+from antigv.backends.google.frames import FrameDecoder
 from antigv.config import ModelsConfig, build_config
-from antigv.core.errors import ApiError
-from antigv.gateway.catalogue import (
-    AliasTable,
-    ModelCatalogue,
-    ModelRetired,
-    parse_deprecations,
-    parse_models,
-    retirement_replacement,
-)
+from antigv.core.errors import GatewayError, ModelRetired
+from antigv.core.events import TextDelta, ToolCallDelta
+from antigv.gateway.catalogue import AliasTable, ModelCatalogue, parse_deprecations, parse_models
+from antigv.protocols.openai.errors import error_status
 from tests.upstream_double import default_deprecated_ids, default_models, retirement_text
 
 
@@ -118,7 +115,7 @@ def test_a_retirement_notice_names_the_replacement_by_id_when_known() -> None:
     cat = catalogue(aliases={})
     cat.learn(1, fetch_answer())
     error = cat.note_retired("gemini-3.5-flash-high", "Gemini 3.7 Flash")
-    assert (error.status, error.code, error.param) == (404, "model_retired", "model")
+    assert (error_status(error), error.code, error.param) == (404, "model_retired", "model")
     assert "'gemini-3.7-flash-high'" in error.message
     # Known successor: served as it from now on.
     assert cat.resolve("gemini-3.5-flash-high") == "gemini-3.7-flash-high"
@@ -143,13 +140,14 @@ def test_retirement_notices_are_recognised(text: str, replacement: str | None) -
 
 
 def test_a_retirement_notice_as_reply_text_is_an_error_not_the_answer() -> None:
-    translator = ResponseTranslator()
+    # The Antigravity backend's decoder checks a reply's first text for notices.
+    translator = FrameDecoder(check_first_text=reject_notices)
     text = retirement_text("claude-sonnet-4-6-thinking", "Claude Sonnet 4.6")
     with pytest.raises(ModelRetired) as caught:
         translator.feed({"response": {"candidates": [{"content": {"parts": [{"text": text}]}}]}})
     assert caught.value.code == "model_retired" and caught.value.replacement == "Claude Sonnet 4.6"
     # Later in an answer the words are the model's own.
-    translator = ResponseTranslator()
+    translator = FrameDecoder(check_first_text=reject_notices)
     translator.feed({"response": {"candidates": [{"content": {"parts": [{"text": "Sure."}]}}]}})
     events = translator.feed({"response": {"candidates": [{"content": {"parts": [{"text": text}]}}]}})
     assert events == [TextDelta(text)]
@@ -157,11 +155,12 @@ def test_a_retirement_notice_as_reply_text_is_an_error_not_the_answer() -> None:
 
 def test_the_placeholder_argument_is_dropped_from_calls() -> None:
     # PROTOCOL §13.5: the request added "reason" to parameterless Claude tools.
-    translator = ResponseTranslator({"now": "now"}, frozenset({"now"}))
+    translator = FrameDecoder({"now": "now"}, frozenset({"now"}), PLACEHOLDER_ARGUMENT)
     part = {"functionCall": {"id": "toolu_1", "name": "now", "args": {"reason": "user asked"}}}
     other = {"functionCall": {"id": "toolu_2", "name": "get_weather", "args": {"reason": "r", "city": "P"}}}
     events = translator.feed({"response": {"candidates": [{"content": {"parts": [part, other]}}]}})
-    assert [e.arguments_json for e in events if isinstance(e, ToolCallEvent)] == [
+    assert PLACEHOLDER_ARGUMENT == "reason"
+    assert [e.arguments_json for e in events if isinstance(e, ToolCallDelta)] == [
         "{}",
         '{"reason":"r","city":"P"}',
     ]
@@ -192,4 +191,4 @@ def test_models_config() -> None:
 
 
 def test_model_retired_is_an_api_error() -> None:
-    assert isinstance(ModelRetired("a", None), ApiError)
+    assert isinstance(ModelRetired("a", None), GatewayError)

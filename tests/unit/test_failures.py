@@ -10,13 +10,10 @@ from hypothesis import strategies as st
 
 from antigv.backends.google.failures import (
     MIN_THROTTLE_DELAY,
-    FailureKind,
-    UpstreamFailure,
     classify_error,
-    is_retryable_elsewhere,
     parse_go_duration,
-    to_api_error,
 )
+from antigv.config import FailoverConfig
 from antigv.core.errors import (
     InvalidRequest,
     NotFound,
@@ -25,6 +22,9 @@ from antigv.core.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from antigv.core.failures import FailureKind, UpstreamFailure, client_error
+from antigv.gateway.failover import Attempts, Next, decide
+from antigv.protocols.openai.errors import error_status
 
 NOW = datetime(2025, 11, 30, 1, 38, 22, tzinfo=UTC)
 ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
@@ -52,6 +52,12 @@ A4_QUOTA_EXHAUSTED = {
         ],
     }
 }
+
+
+def is_retryable_elsewhere(failure: UpstreamFailure) -> bool:
+    """What the failover policy does with ``failure`` when no time is left to wait it out."""
+    decision = decide(failure, 1, Attempts(deadline=0.0), FailoverConfig(), now=NOW, remaining=0.0)
+    return decision.next is Next.OTHER_ACCOUNT
 
 
 def google_error(
@@ -208,9 +214,13 @@ def test_claude_error_embedded_as_json_string() -> None:
     assert failure.kind is FailureKind.INVALID_REQUEST
     assert failure.message == "prompt is too long: 212000 tokens > 200000 maximum"
     assert not is_retryable_elsewhere(failure)
-    error = to_api_error(failure)
+    error = client_error(failure)
     assert isinstance(error, InvalidRequest)
-    assert (error.status, error.code, error.message) == (400, "upstream_invalid_request", failure.message)
+    assert (error_status(error), error.code, error.message) == (
+        400,
+        "upstream_invalid_request",
+        failure.message,
+    )
 
 
 def test_message_that_only_looks_like_json_is_kept() -> None:
@@ -222,7 +232,7 @@ def test_invalid_argument_keeps_the_upstream_message() -> None:
     message = 'Invalid JSON payload received. Unknown name "messages": Cannot find field.'
     failure = classify(400, google_error(400, "INVALID_ARGUMENT", message))
     assert failure.kind is FailureKind.INVALID_REQUEST
-    assert to_api_error(failure).message == message
+    assert client_error(failure).message == message
 
 
 @pytest.mark.parametrize(
@@ -304,7 +314,7 @@ def test_validation_required_carries_its_url() -> None:
     failure = classify(403, body)
     assert (failure.kind, failure.validation_url) == (FailureKind.VALIDATION_REQUIRED, url)
     assert is_retryable_elsewhere(failure)
-    error = to_api_error(failure)
+    error = client_error(failure)
     assert type(error) is UpstreamError and "google.com" not in error.message
 
 
@@ -326,7 +336,7 @@ def test_spent_credits_are_quota_exhaustion_of_the_account() -> None:
     )
     failure = classify(429, body)
     assert (failure.kind, failure.reason) == (FailureKind.QUOTA_EXHAUSTED, "INSUFFICIENT_G1_CREDITS_BALANCE")
-    assert to_api_error(failure).code == "quota_exhausted"
+    assert client_error(failure).code == "quota_exhausted"
 
 
 def test_503_saying_no_capacity_is_a_capacity_shortage() -> None:
@@ -480,26 +490,26 @@ def test_kinds_worth_another_account_or_host() -> None:
 
 
 def test_client_errors_for_throttling_carry_retry_after() -> None:
-    quota = to_api_error(classify(429, A4_QUOTA_EXHAUSTED))
+    quota = client_error(classify(429, A4_QUOTA_EXHAUSTED))
     assert isinstance(quota, RateLimited)
     assert (quota.code, quota.retry_after) == ("quota_exhausted", pytest.approx(47941.20964964))
-    rate = to_api_error(UpstreamFailure(FailureKind.RATE_LIMITED, 429, "", retry_after=2.0))
+    rate = client_error(UpstreamFailure(FailureKind.RATE_LIMITED, 429, "", retry_after=2.0))
     assert isinstance(rate, RateLimited)
     assert (rate.code, rate.retry_after) == ("rate_limit_exceeded", 2.0)
 
 
 @pytest.mark.parametrize(("status", "error_class"), [(429, RateLimited), (503, ServiceUnavailable)])
 def test_client_error_for_capacity_follows_the_upstream_status(status: int, error_class: type) -> None:
-    error = to_api_error(UpstreamFailure(FailureKind.CAPACITY, status, "No capacity", retry_after=25.0))
+    error = client_error(UpstreamFailure(FailureKind.CAPACITY, status, "No capacity", retry_after=25.0))
     assert type(error) is error_class
     assert (error.code, error.retry_after) == ("model_capacity_exhausted", 25.0)
 
 
 def test_client_error_for_not_found_and_timeout() -> None:
-    not_found = to_api_error(UpstreamFailure(FailureKind.NOT_FOUND, 404, "Requested entity was not found."))
+    not_found = client_error(UpstreamFailure(FailureKind.NOT_FOUND, 404, "Requested entity was not found."))
     assert isinstance(not_found, NotFound)
     assert not_found.code == "model_not_found"
-    assert isinstance(to_api_error(UpstreamFailure(FailureKind.TIMEOUT, 0, "first byte")), UpstreamTimeout)
+    assert isinstance(client_error(UpstreamFailure(FailureKind.TIMEOUT, 0, "first byte")), UpstreamTimeout)
 
 
 @pytest.mark.parametrize(
@@ -516,9 +526,9 @@ def test_client_error_for_not_found_and_timeout() -> None:
 )
 def test_other_failures_become_a_502_that_reveals_nothing_of_the_account(kind: FailureKind) -> None:
     secret = "Permission denied on project cogent-snow-4mnnp for user@example.com token ya29.a0AfB_secret"
-    error = to_api_error(UpstreamFailure(kind, 403, secret))
+    error = client_error(UpstreamFailure(kind, 403, secret))
     assert type(error) is UpstreamError
-    assert error.status == 502
+    assert error_status(error) == 502
     assert error.message
     for leaked in ("cogent-snow", "example.com", "ya29"):
         assert leaked not in error.message

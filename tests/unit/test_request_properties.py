@@ -9,9 +9,11 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from antigv.backends.antigravity.envelope import build_upstream_request
 from antigv.config import DefaultsConfig
 from antigv.core.errors import InvalidRequest
-from antigv.protocols.openai.parse import build_upstream_request, parse_chat_request
+from antigv.protocols.openai.errors import error_status
+from antigv.protocols.openai.parse import parse_chat_request
 
 # What orjson decodes: 64-bit integers at most.
 SCALARS = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=8)
@@ -113,7 +115,7 @@ def check(body: Any) -> None:
     try:
         req = parse_chat_request(body)
     except InvalidRequest as error:
-        assert error.status == 400
+        assert error_status(error) == 400
         assert error.param is None or isinstance(error.param, str)
         return
     built = build_upstream_request(req, project="p", defaults=DefaultsConfig(), request_id="r")

@@ -12,20 +12,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from antigv.backends.antigravity import models
+from antigv.backends.antigravity.envelope import (
+    SKIP_THOUGHT_SIGNATURE,
+    UpstreamRequest,
+    build_upstream_request,
+    new_request_id,
+    replayed_tool_call_ids,
+)
+from antigv.backends.base import ToolCallSignature
 from antigv.config import DefaultsConfig
 from antigv.core.errors import InvalidRequest
-from antigv.gateway.catalogue import ModelInfo
+from antigv.core.models import ModelInfo
+from antigv.protocols.openai.errors import error_status
 from antigv.protocols.openai.parse import (
     MAX_JSON_DEPTH,
     MAX_MESSAGES,
     MAX_TOOLS,
-    SKIP_THOUGHT_SIGNATURE,
-    ToolCallSignature,
-    UpstreamRequest,
-    build_upstream_request,
-    new_request_id,
+    include_usage,
     parse_chat_request,
-    replayed_tool_call_ids,
 )
 
 DEFAULTS = DefaultsConfig()
@@ -284,7 +288,7 @@ INVALID_BODIES = [
 def test_invalid_input_is_a_400_naming_the_field(body: dict, param: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
         parse_chat_request(body)
-    assert caught.value.status == 400
+    assert error_status(caught.value) == 400
     assert caught.value.param == param
 
 
@@ -309,12 +313,14 @@ def test_null_means_absent_for_optional_fields() -> None:
     legacy = "functions function_call frequency_penalty presence_penalty audio modalities"
     nulls = dict.fromkeys([*optional.split(), *legacy.split(), "reasoning_effort", "tool_choice"])
     assert parse_chat_request(with_fields(**nulls)) == parse_chat_request(VALID)
+    assert include_usage(with_fields(**nulls)) is include_usage(VALID) is False
 
 
 def test_stream_defaults_to_false_and_include_usage_is_read() -> None:
     assert parse_chat_request(VALID).stream is False
-    streaming = parse_chat_request(with_fields(stream=True, stream_options={"include_usage": True}))
-    assert streaming.stream and streaming.include_usage
+    assert include_usage(VALID) is False
+    body = with_fields(stream=True, stream_options={"include_usage": True})
+    assert parse_chat_request(body).stream and include_usage(body) is True
 
 
 JSON_VALUES = st.recursive(
@@ -342,7 +348,7 @@ def test_wrong_json_types_are_400s_never_crashes(field: str, value: object) -> N
     try:
         req = parse_chat_request(body)
     except InvalidRequest as error:
-        assert error.status == 400
+        assert error_status(error) == 400
     else:
         build_upstream_request(req, project="p", defaults=DEFAULTS, request_id="r")
 

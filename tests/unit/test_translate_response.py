@@ -8,20 +8,26 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from antigv.backends.google.frames import (
-    MAX_TOKEN_COUNT,
-    Event,
-    Finish,
-    ImageEvent,
-    ReasoningDelta,
-    ResponseTranslator,
-    StreamRenderer,
-    TextDelta,
-    ToolCallEvent,
-    assemble_completion,
-)
+from antigv.backends.antigravity.models import PLACEHOLDER_ARGUMENT
+from antigv.backends.antigravity.notices import reject_notices
+from antigv.backends.google.frames import MAX_TOKEN_COUNT, FrameDecoder
 from antigv.backends.google.sse import SSEParser
 from antigv.core.errors import MalformedUpstreamReply, RateLimited, UpstreamError
+from antigv.core.events import (
+    Event,
+    Finish,
+    FinishReason,
+    ImageOutput,
+    TextDelta,
+    ThinkingDelta,
+    ThinkingSignature,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    Usage,
+)
+from antigv.protocols.openai.errors import error_body, error_status
+from antigv.protocols.openai.render import FINISH_REASONS, StreamRenderer, assemble_completion, usage_object
 
 
 def sse_body(*frames: str) -> bytes:
@@ -79,10 +85,20 @@ def frame(*parts: dict[str, Any], finish: str | None = None, usage: dict[str, in
     return {"response": response, "traceId": "55650653afd3c738"}
 
 
-def translate(frames: list[dict[str, Any]], **kwargs: Any) -> tuple[ResponseTranslator, list[Event]]:
-    translator = ResponseTranslator(**kwargs)
+def decoder(
+    tool_names: dict[str, str] | None = None, placeholder_tools: frozenset[str] = frozenset()
+) -> FrameDecoder:
+    """A decoder set up as the Antigravity backend sets it up: notices as reply text raise."""
+    return FrameDecoder(tool_names, placeholder_tools, PLACEHOLDER_ARGUMENT, check_first_text=reject_notices)
+
+
+def translate(frames: list[dict[str, Any]], **kwargs: Any) -> tuple[FrameDecoder, list[Event]]:
+    translator = decoder(**kwargs)
     events = [event for item in frames for event in translator.feed(item)]
-    return translator, events + translator.finish()
+    closing = translator.finish()
+    # The closing events: the reply's usage (what .usage reads), then its end.
+    assert len(closing) == 2 and closing[0] == translator.usage and isinstance(closing[1], Finish)
+    return translator, events + closing
 
 
 def stream_chunks(stream: bytes) -> list[Any]:
@@ -92,12 +108,17 @@ def stream_chunks(stream: bytes) -> list[Any]:
     return [payload.decode() if payload == b"[DONE]" else orjson.loads(payload) for payload in payloads]
 
 
-def render_stream(events: list[Event], usage: dict[str, Any], include_usage: bool = True) -> list[Any]:
+def render_body(renderer: StreamRenderer, events: list[Event]) -> bytes:
+    """As the chat handler renders a reply: the start, the batches, the closing batch
+    (``Usage`` and ``Finish``), then the end (usage chunk and ``[DONE]``)."""
+    return renderer.start() + renderer.render(events[:-2]) + renderer.render(events[-2:]) + renderer.end()
+
+
+def render_stream(events: list[Event], include_usage: bool = True) -> list[Any]:
     renderer = StreamRenderer(
         "client-model", include_usage, completion_id="chatcmpl-test", created=1700000000
     )
-    body = renderer.start() + renderer.render(events[:-1]) + renderer.finish(events[-1:], usage)
-    return stream_chunks(body)
+    return stream_chunks(render_body(renderer, events))
 
 
 def message_from_stream(chunks: list[Any]) -> tuple[dict[str, Any], str]:
@@ -132,16 +153,22 @@ def message_from_stream(chunks: list[Any]) -> tuple[dict[str, Any], str]:
 def test_a1_gemini_thinking_and_tool_call() -> None:
     translator, events = translate(frames_of(A1_GEMINI_TOOL_CALL))
     thinking = "**Checking weather**\n\nThe user wants…"
-    reasoning, call, finish = events
-    assert reasoning == ReasoningDelta(thinking)
-    assert isinstance(call, ToolCallEvent)
+    reasoning, call, arguments, call_end, usage, finish = events
+    assert reasoning == ThinkingDelta(thinking)
+    assert isinstance(call, ToolCallStart)
     assert MADE_UP_CALL_ID.fullmatch(call.id)
-    assert (call.index, call.name, call.arguments_json) == (0, "get_weather", '{"city":"Paris"}')
-    assert call.thought_signature == "CiQB0e2Kb…"
-    assert finish == Finish("tool_calls")
+    assert (call.index, call.name) == (0, "get_weather")
+    assert arguments == ToolCallDelta(0, '{"city":"Paris"}')
+    assert call_end == ToolCallEnd(0)
+    assert call.signature == "CiQB0e2Kb…"
+    assert finish == Finish(FinishReason.TOOL_USE)
+    assert FINISH_REASONS[finish.reason] == "tool_calls"
     # A Gemini signature rides on the call part: no thinking text to replay with it.
     assert translator.tool_signatures == {call.id: ("CiQB0e2Kb…", None)}
-    assert translator.usage == {
+    assert usage == translator.usage == Usage(
+        prompt_tokens=41, completion_tokens=75, reasoning_tokens=60, cached_tokens=0, total_tokens=116
+    )
+    assert usage_object(translator.usage) == {
         "prompt_tokens": 41,
         "completion_tokens": 75,
         "total_tokens": 116,
@@ -152,7 +179,7 @@ def test_a1_gemini_thinking_and_tool_call() -> None:
 
 def test_a1_stream_carries_index_id_and_signature() -> None:
     translator, events = translate(frames_of(A1_GEMINI_TOOL_CALL))
-    chunks = render_stream(events, translator.usage)
+    chunks = render_stream(events)
     tool_delta = chunks[2]["choices"][0]["delta"]
     assert tool_delta == {
         "tool_calls": [
@@ -184,7 +211,8 @@ def test_a2_claude_stream_is_exactly_the_documented_one() -> None:
         "prompt_tokens_details": {"cached_tokens": 0},
         "completion_tokens_details": {"reasoning_tokens": 0},
     }
-    assert render_stream(events, translator.usage) == [
+    assert translator.usage == Usage(prompt_tokens=12, completion_tokens=30, total_tokens=42)
+    assert render_stream(events) == [
         chunk({"role": "assistant", "content": ""}),
         chunk({"reasoning_content": "Let me think about"}),
         chunk({"reasoning_content": " this."}),
@@ -198,8 +226,8 @@ def test_a2_claude_stream_is_exactly_the_documented_one() -> None:
 
 
 def test_stream_without_include_usage_has_no_usage_anywhere() -> None:
-    translator, events = translate(frames_of(A2_CLAUDE_THINKING))
-    chunks = render_stream(events, translator.usage, include_usage=False)
+    _, events = translate(frames_of(A2_CLAUDE_THINKING))
+    chunks = render_stream(events, include_usage=False)
     assert chunks[-1] == "[DONE]"
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
     assert all("usage" not in chunk for chunk in chunks[:-1])
@@ -208,8 +236,11 @@ def test_stream_without_include_usage_has_no_usage_anywhere() -> None:
 @pytest.mark.parametrize("stream", [A1_GEMINI_TOOL_CALL, A2_CLAUDE_THINKING], ids=["A.1", "A.2"])
 def test_non_stream_body_has_the_stream_content(stream: bytes) -> None:
     translator, events = translate(frames_of(stream))
-    streamed_message, streamed_finish = message_from_stream(render_stream(events, translator.usage))
-    body = assemble_completion(events, translator.usage, "client-model", "chatcmpl-test", 1700000000)
+    chunks = render_stream(events)
+    streamed_message, streamed_finish = message_from_stream(chunks)
+    body = assemble_completion(events, "client-model", "chatcmpl-test", 1700000000)
+    # The usage chunk and the body's usage both come from the Usage event.
+    assert chunks[-2]["usage"] == usage_object(translator.usage)
     assert body == {
         "id": "chatcmpl-test",
         "object": "chat.completion",
@@ -218,13 +249,13 @@ def test_non_stream_body_has_the_stream_content(stream: bytes) -> None:
         "choices": [
             {"index": 0, "message": streamed_message, "finish_reason": streamed_finish, "logprobs": None}
         ],
-        "usage": translator.usage,
+        "usage": usage_object(translator.usage),
     }
 
 
 def test_a2_non_stream_message() -> None:
-    translator, events = translate(frames_of(A2_CLAUDE_THINKING))
-    body = assemble_completion(events, translator.usage, "client-model")
+    _, events = translate(frames_of(A2_CLAUDE_THINKING))
+    body = assemble_completion(events, "client-model")
     assert body["choices"][0]["message"] == {
         "role": "assistant",
         "content": "Hello world",
@@ -237,8 +268,8 @@ def test_a2_non_stream_message() -> None:
 
 def test_tool_call_only_reply_has_null_content() -> None:
     call = {"functionCall": {"id": "toolu_vrtx_1", "name": "ls", "args": {}}}
-    translator, events = translate([frame(call, finish="OTHER")])
-    message = assemble_completion(events, translator.usage, "m")["choices"][0]["message"]
+    _, events = translate([frame(call, finish="OTHER")])
+    message = assemble_completion(events, "m")["choices"][0]["message"]
     assert message["content"] is None
     assert message["tool_calls"] == [
         {"id": "toolu_vrtx_1", "type": "function", "function": {"name": "ls", "arguments": "{}"}}
@@ -248,10 +279,11 @@ def test_tool_call_only_reply_has_null_content() -> None:
 def test_made_up_call_id_is_the_same_everywhere() -> None:
     part = {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": "sig"}
     translator, events = translate([frame(part, finish="STOP")])
+    assert isinstance(events[0], ToolCallStart)
     call_id = events[0].id
     assert MADE_UP_CALL_ID.fullmatch(call_id)
-    streamed, _ = message_from_stream(render_stream(events, translator.usage))
-    assembled = assemble_completion(events, translator.usage, "m")["choices"][0]["message"]
+    streamed, _ = message_from_stream(render_stream(events))
+    assembled = assemble_completion(events, "m")["choices"][0]["message"]
     assert streamed["tool_calls"][0]["id"] == assembled["tool_calls"][0]["id"] == call_id
     assert list(translator.tool_signatures) == [call_id]
 
@@ -259,20 +291,26 @@ def test_made_up_call_id_is_the_same_everywhere() -> None:
 def test_made_up_call_ids_differ_between_calls() -> None:
     part = {"functionCall": {"name": "f"}}
     _, events = translate([frame(part, part)])
-    assert events[0].id != events[1].id
+    first, second = (event for event in events if isinstance(event, ToolCallStart))
+    assert first.id != second.id
 
 
 def test_parallel_calls_get_indexes_0_and_1_and_only_the_first_the_signature() -> None:
     first = {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": "sig-1"}
     second = {"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}}
     translator, events = translate([frame(first), frame(second, finish="STOP")])
-    assert [(event.index, event.arguments_json) for event in events[:2]] == [
-        (0, '{"city":"Paris"}'),
-        (1, '{"city":"Rome"}'),
+    starts = [event for event in events if isinstance(event, ToolCallStart)]
+    assert events[:6] == [
+        starts[0],
+        ToolCallDelta(0, '{"city":"Paris"}'),
+        ToolCallEnd(0),
+        starts[1],
+        ToolCallDelta(1, '{"city":"Rome"}'),
+        ToolCallEnd(1),
     ]
-    assert [event.thought_signature for event in events[:2]] == ["sig-1", None]
-    assert list(translator.tool_signatures) == [events[0].id]
-    chunks = render_stream(events, translator.usage)
+    assert [(event.index, event.signature) for event in starts] == [(0, "sig-1"), (1, None)]
+    assert list(translator.tool_signatures) == [starts[0].id]
+    chunks = render_stream(events)
     assert [chunk["choices"][0]["delta"]["tool_calls"][0]["index"] for chunk in chunks[1:3]] == [0, 1]
     assert "extra_content" not in chunks[2]["choices"][0]["delta"]["tool_calls"][0]
 
@@ -289,8 +327,14 @@ def test_claude_signature_is_captured_with_the_whole_thinking_text() -> None:
         ]
     )
     assert translator.tool_signatures == {"toolu_vrtx_1": ("claude-sig", "I should list files.")}
-    assert events[2] == ToolCallEvent(0, "toolu_vrtx_1", "ls", '{"path":"/"}', "claude-sig")
-    assert events[3] == Finish("tool_calls")
+    assert events[2:] == [
+        ThinkingSignature("claude-sig"),
+        ToolCallStart(0, "toolu_vrtx_1", "ls", "claude-sig"),
+        ToolCallDelta(0, '{"path":"/"}'),
+        ToolCallEnd(0),
+        Usage(),
+        Finish(FinishReason.TOOL_USE),
+    ]
 
 
 def test_of_parallel_claude_calls_the_first_carries_the_turn_signature() -> None:
@@ -307,7 +351,8 @@ def test_of_parallel_claude_calls_the_first_carries_the_turn_signature() -> None
         ]
     )
     assert translator.tool_signatures == {"toolu_a": ("s", "Two lookups.")}
-    assert [event.thought_signature for event in events[1:3]] == ["s", None]
+    starts = [event for event in events if isinstance(event, ToolCallStart)]
+    assert [(event.id, event.signature) for event in starts] == [("toolu_a", "s"), ("toolu_b", None)]
 
 
 def test_each_interleaved_thinking_block_signs_its_own_call() -> None:
@@ -346,18 +391,22 @@ def test_gemini_signature_on_an_earlier_text_part_applies_to_the_call() -> None:
         ]
     )
     assert events[1] == TextDelta("Let me check.")
+    assert isinstance(events[2], ToolCallStart) and events[2].signature == "gem-sig"
     assert translator.tool_signatures == {events[2].id: ("gem-sig", None)}
 
 
 def test_signature_only_parts_produce_no_event() -> None:
-    translator = ResponseTranslator()
+    translator = decoder()
     assert translator.feed(frame({"thoughtSignature": "sig"})) == []
-    assert translator.feed(frame({"text": "", "thought": True, "thoughtSignature": "sig"})) == []
+    # A signed thought part closes its thinking block: the signature is no output a client sees.
+    assert translator.feed(frame({"text": "", "thought": True, "thoughtSignature": "sig"})) == [
+        ThinkingSignature("sig")
+    ]
     assert not translator.saw_output
 
 
 def test_whitespace_delta_is_kept_and_empty_text_dropped() -> None:
-    translator = ResponseTranslator()
+    translator = decoder()
     assert translator.feed(frame({"text": " "}, {"text": ""}, {"text": "\n"})) == [
         TextDelta(" "),
         TextDelta("\n"),
@@ -381,13 +430,13 @@ def test_usage_repeated_on_every_frame_is_not_summed() -> None:
     translator, _ = translate(frames)
     assert translator.prompt_tokens == 10
     assert translator.completion_tokens == 3
-    assert translator.usage["total_tokens"] == 13
+    assert translator.usage.total_tokens == 13
 
 
 def test_upstream_total_is_used_as_given() -> None:
     usage = {"promptTokenCount": 10, "candidatesTokenCount": 3, "totalTokenCount": 20}
     translator, _ = translate([frame({"text": "a"}, finish="STOP", usage=usage)])
-    assert translator.usage["total_tokens"] == 20
+    assert translator.usage.total_tokens == 20
 
 
 def test_finish_reason_and_usage_in_separate_frames() -> None:
@@ -400,9 +449,13 @@ def test_finish_reason_and_usage_in_separate_frames() -> None:
     translator, events = translate(
         [frame({"text": "hi"}, {"text": ""}, finish="MAX_TOKENS"), {"response": {"usageMetadata": usage}}]
     )
-    assert events == [TextDelta("hi"), Finish("length")]
+    assert events == [
+        TextDelta("hi"),
+        Usage(prompt_tokens=7, completion_tokens=7, reasoning_tokens=4, cached_tokens=5, total_tokens=14),
+        Finish(FinishReason.LENGTH),
+    ]
     assert (translator.prompt_tokens, translator.completion_tokens, translator.reasoning_tokens) == (7, 7, 4)
-    assert translator.usage == {
+    assert usage_object(translator.usage) == {
         "prompt_tokens": 7,
         "completion_tokens": 7,
         "total_tokens": 14,
@@ -413,7 +466,8 @@ def test_finish_reason_and_usage_in_separate_frames() -> None:
 
 def test_usage_is_zero_when_upstream_sent_none() -> None:
     translator, _ = translate([frame({"text": "hi"}, finish="STOP")])
-    assert translator.usage == {
+    assert translator.usage == Usage()
+    assert usage_object(translator.usage) == {
         "prompt_tokens": 0,
         "completion_tokens": 0,
         "total_tokens": 0,
@@ -422,47 +476,59 @@ def test_usage_is_zero_when_upstream_sent_none() -> None:
     }
 
 
+STOP, LENGTH, CONTENT_FILTER = FinishReason.STOP, FinishReason.LENGTH, FinishReason.CONTENT_FILTER
+
+
 @pytest.mark.parametrize(
-    ("upstream_reason", "expected"),
+    ("upstream_reason", "reason", "expected"),
     [
-        ("STOP", "stop"),
-        ("OTHER", "stop"),
-        (None, "stop"),
-        ("MAX_TOKENS", "length"),
-        ("SAFETY", "content_filter"),
-        ("RECITATION", "content_filter"),
-        ("PROHIBITED_CONTENT", "content_filter"),
-        ("BLOCKLIST", "content_filter"),
-        ("SPII", "content_filter"),
-        ("MALFORMED_FUNCTION_CALL", "stop"),
+        ("STOP", STOP, "stop"),
+        ("OTHER", STOP, "stop"),
+        (None, STOP, "stop"),
+        ("MAX_TOKENS", LENGTH, "length"),
+        ("SAFETY", CONTENT_FILTER, "content_filter"),
+        ("RECITATION", CONTENT_FILTER, "content_filter"),
+        ("PROHIBITED_CONTENT", CONTENT_FILTER, "content_filter"),
+        ("BLOCKLIST", CONTENT_FILTER, "content_filter"),
+        ("SPII", CONTENT_FILTER, "content_filter"),
+        ("MALFORMED_FUNCTION_CALL", STOP, "stop"),
     ],
 )
-def test_finish_reason_mapping(upstream_reason: str | None, expected: str) -> None:
+def test_finish_reason_mapping(upstream_reason: str | None, reason: FinishReason, expected: str) -> None:
     _, events = translate([frame({"text": "x"}, finish=upstream_reason)])
-    assert events[-1] == Finish(expected)
+    assert events[-1] == Finish(reason)
+    # The wire string, both ways.
+    assert render_stream(events)[-3]["choices"][0]["finish_reason"] == expected
+    assert assemble_completion(events, "m")["choices"][0]["finish_reason"] == expected
 
 
 def test_tool_calls_win_over_the_upstream_finish_reason() -> None:
     _, events = translate([frame({"functionCall": {"name": "f"}}, finish="MAX_TOKENS")])
-    assert events[-1] == Finish("tool_calls")
+    assert events[-1] == Finish(FinishReason.TOOL_USE)
+    assert assemble_completion(events, "m")["choices"][0]["finish_reason"] == "tool_calls"
 
 
 def test_image_becomes_markdown_in_both_renderings() -> None:
     image = {"inlineData": {"mimeType": "image/jpeg", "data": "QUJD"}}
     draft = {"inlineData": {"mimeType": "image/png", "data": "RFJBRlQ="}, "thought": True}
     translator, events = translate([frame({"text": "Here: "}, draft, image, finish="STOP")])
-    assert events == [TextDelta("Here: "), ImageEvent("image/jpeg", "QUJD"), Finish("stop")]
+    assert events == [
+        TextDelta("Here: "),
+        ImageOutput("image/jpeg", "QUJD"),
+        Usage(),
+        Finish(FinishReason.STOP),
+    ]
     markdown = "Here: ![image](data:image/jpeg;base64,QUJD)"
-    streamed, _ = message_from_stream(render_stream(events, translator.usage))
+    streamed, _ = message_from_stream(render_stream(events))
     assert streamed["content"] == markdown
-    assembled = assemble_completion(events, translator.usage, "m")["choices"][0]["message"]
+    assembled = assemble_completion(events, "m")["choices"][0]["message"]
     assert assembled["content"] == markdown
     assert translator.saw_output
 
 
 def test_image_without_mime_type_is_taken_as_png() -> None:
-    translator = ResponseTranslator()
-    assert translator.feed(frame({"inlineData": {"data": "QUJD"}})) == [ImageEvent("image/png", "QUJD")]
+    translator = decoder()
+    assert translator.feed(frame({"inlineData": {"data": "QUJD"}})) == [ImageOutput("image/png", "QUJD")]
 
 
 @pytest.mark.parametrize(
@@ -473,7 +539,7 @@ def test_image_without_mime_type_is_taken_as_png() -> None:
     ],
 )
 def test_client_outdated_notice_raises_instead_of_reaching_the_client(notice: str) -> None:
-    translator = ResponseTranslator()
+    translator = decoder()
     with pytest.raises(UpstreamError) as raised:
         translator.feed(frame({"text": notice}, finish="STOP"))
     assert raised.value.code == "upstream_client_outdated"
@@ -493,15 +559,15 @@ def test_unknown_tool_name_passes_through() -> None:
 
 
 def test_bare_response_frame_is_accepted() -> None:
-    translator = ResponseTranslator()
+    translator = decoder()
     assert translator.feed({"candidates": [{"content": {"parts": [{"text": "hi"}]}}]}) == [TextDelta("hi")]
 
 
 def test_frame_without_candidates_or_content_yields_nothing() -> None:
-    translator = ResponseTranslator()
+    translator = decoder()
     assert translator.feed({"response": {}}) == []
     assert translator.feed({"response": {"candidates": [{"finishReason": "SAFETY"}]}}) == []
-    assert translator.finish() == [Finish("content_filter")]
+    assert translator.finish() == [Usage(), Finish(FinishReason.CONTENT_FILTER)]
     assert not translator.saw_output
 
 
@@ -521,10 +587,9 @@ def test_error_chunk_ends_the_stream_without_done() -> None:
 
 
 def test_chunks_of_one_response_share_id_created_and_model() -> None:
-    translator, events = translate(frames_of(A2_CLAUDE_THINKING))
+    _, events = translate(frames_of(A2_CLAUDE_THINKING))
     renderer = StreamRenderer('model "quoted"', include_usage=True)
-    body = renderer.start() + renderer.render(events[:-1]) + renderer.finish(events[-1:], translator.usage)
-    chunks = stream_chunks(body)[:-1]
+    chunks = stream_chunks(render_body(renderer, events))[:-1]
     assert {(chunk["id"], chunk["created"], chunk["model"]) for chunk in chunks} == {
         (renderer.completion_id, renderer.created, 'model "quoted"')
     }
@@ -533,11 +598,11 @@ def test_chunks_of_one_response_share_id_created_and_model() -> None:
 
 def test_assembly_requires_the_finish_event() -> None:
     with pytest.raises(ValueError):
-        assemble_completion([TextDelta("x")], {}, "m")
+        assemble_completion([TextDelta("x")], "m")
 
 
 def test_the_notices_words_later_in_an_answer_are_the_models_own() -> None:
-    translator = ResponseTranslator()
+    translator = decoder()
     translator.feed(_frame_with_text("Here is what users see: "))
     events = translator.feed(_frame_with_text("This version of Antigravity is no longer supported."))
     assert [e.text for e in events] == ["This version of Antigravity is no longer supported."]
@@ -575,16 +640,20 @@ MALFORMED_FRAMES = [
 
 @pytest.mark.parametrize("bad", MALFORMED_FRAMES, ids=repr)
 def test_a_malformed_frame_is_an_upstream_error_not_a_crash(bad: Any) -> None:
-    translator = ResponseTranslator()
+    translator = decoder()
     translator.feed(_frame_with_text("Hello"))
     with pytest.raises(MalformedUpstreamReply) as caught:
         translator.feed(bad)
     error = caught.value
-    assert (error.status, error.error_type, error.code) == (502, "upstream_error", "upstream_error")
+    assert (error_status(error), error_body(error)["error"]["type"], error.code) == (
+        502,
+        "upstream_error",
+        "upstream_error",
+    )
     assert "42" not in error.message and "hello" not in error.message.lower()  # no upstream content
     # What was read before still closes the reply, and the usage is still readable.
-    assert translator.finish() == [Finish("stop")]
-    assert translator.usage["total_tokens"] == 0
+    assert translator.finish() == [Usage(), Finish(FinishReason.STOP)]
+    assert translator.usage.total_tokens == 0
 
 
 def test_tool_call_arguments_too_deep_to_encode_are_an_upstream_error() -> None:
@@ -593,7 +662,7 @@ def test_tool_call_arguments_too_deep_to_encode_are_an_upstream_error() -> None:
         args = {"a": args}
     part = {"functionCall": {"name": "f", "args": args}}
     with pytest.raises(MalformedUpstreamReply):
-        ResponseTranslator().feed(frame(part))
+        decoder().feed(frame(part))
 
 
 @pytest.mark.parametrize(
@@ -612,15 +681,15 @@ def test_tool_call_arguments_too_deep_to_encode_are_an_upstream_error() -> None:
     ids=repr,
 )
 def test_a_bad_usage_count_keeps_the_reply_and_the_others_counts(usage_metadata: Any) -> None:
-    translator = ResponseTranslator()
+    translator = decoder()
     events = translator.feed(
         {"response": {**frame({"text": "hi"})["response"], "usageMetadata": usage_metadata}}
     )
     assert events == [TextDelta("hi")]
     usage = translator.usage
-    assert usage["prompt_tokens"] == 0  # unreadable or out of bounds: not believed
-    assert usage["completion_tokens"] == (5 if isinstance(usage_metadata, dict) else 0)
-    assert usage["total_tokens"] == usage["completion_tokens"]
+    assert usage.prompt_tokens == 0  # unreadable or out of bounds: not believed
+    assert usage.completion_tokens == (5 if isinstance(usage_metadata, dict) else 0)
+    assert usage.total_tokens == usage.completion_tokens
 
 
 def test_token_counts_in_protobufs_json_forms_are_read() -> None:
@@ -709,7 +778,7 @@ def mutated_frames(draw: st.DrawFn) -> Any:
 
 @given(st.lists(mutated_frames() | JSON_VALUES, min_size=1, max_size=5))
 def test_any_json_frames_give_events_or_an_upstream_error(frames: list[Any]) -> None:
-    translator = ResponseTranslator({"get_weather": "get weather"})
+    translator = decoder({"get_weather": "get weather"})
     events: list[Event] = []
     for item in frames:
         try:
@@ -718,10 +787,10 @@ def test_any_json_frames_give_events_or_an_upstream_error(frames: list[Any]) -> 
             break
     events += translator.finish()
     usage = translator.usage
-    assert all(isinstance(value, int) for value in (usage["prompt_tokens"], usage["total_tokens"]))
-    assert 0 <= usage["prompt_tokens"] <= MAX_TOKEN_COUNT
-    assert 0 <= usage["completion_tokens"] <= 2 * MAX_TOKEN_COUNT
+    assert all(isinstance(value, int) for value in (usage.prompt_tokens, usage.total_tokens))
+    assert 0 <= usage.prompt_tokens <= MAX_TOKEN_COUNT
+    assert 0 <= usage.completion_tokens <= 2 * MAX_TOKEN_COUNT
     # Whatever was read renders both ways.
     renderer = StreamRenderer("m", include_usage=True)
-    stream_chunks(renderer.start() + renderer.render(events[:-1]) + renderer.finish(events[-1:], usage))
-    orjson.dumps(assemble_completion(events, usage, "m"))
+    stream_chunks(render_body(renderer, events))
+    orjson.dumps(assemble_completion(events, "m"))

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from antigv.backends.antigravity.client import _parse_frame
-from antigv.backends.google.failures import UpstreamFailure
 from antigv.core.errors import MalformedUpstreamReply
+from antigv.core.failures import UpstreamFailure
 
 _ERROR_KEYS = st.sampled_from(
     [

@@ -14,13 +14,13 @@ from typing import Any
 import aiohttp
 import orjson
 import structlog
-from aiohttp import web
 
 from antigv.backends.antigravity.identity import ClientIdentity
-from antigv.backends.google.failures import FailureKind, UpstreamFailure, classify_error
+from antigv.backends.google.failures import classify_error
 from antigv.backends.google.sse import SSEParser
 from antigv.config import UpstreamConfig
 from antigv.core.errors import MalformedUpstreamReply
+from antigv.core.failures import FailureKind, UpstreamFailure
 
 log = structlog.get_logger(__name__)
 
@@ -261,6 +261,3 @@ class UpstreamClient:
         if not isinstance(data, dict):
             raise UpstreamFailure(FailureKind.SERVER_ERROR, 502, f"{method} answered with a non-object")
         return data
-
-
-UPSTREAM = web.AppKey("upstream", UpstreamClient)

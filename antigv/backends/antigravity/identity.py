@@ -16,7 +16,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from antigv.appkeys import HTTP
+from antigv.appkeys import CLIENT_IDENTITY, HTTP
 from antigv.config import UpstreamConfig
 
 log = structlog.get_logger(__name__)
@@ -122,9 +122,6 @@ class ClientIdentity:
             log.warning("client_version_manifest_failed", error="no valid version: key")
             return False
         return self.update(found)
-
-
-CLIENT_IDENTITY = web.AppKey("client_identity", ClientIdentity)
 
 
 async def refresh_client_version(app: web.Application) -> None:

@@ -35,21 +35,21 @@ import structlog
 from aiohttp import web
 
 from antigv.accounting.quota_reads import store_params, window_params
-from antigv.appkeys import CONFIG, DB, HTTP
-from antigv.backends.antigravity.client import UPSTREAM, UpstreamClient
+from antigv.appkeys import CONFIG, DB, HTTP, TOKENS, UPSTREAM
+from antigv.backends.antigravity.client import UpstreamClient
 from antigv.backends.antigravity.quota import UpstreamQuotas, fetch_quotas
-from antigv.backends.antigravity.tokens import TOKENS, AccountRevoked, RefreshFailed, expiry, request_token
-from antigv.backends.google.failures import FailureKind, UpstreamFailure
+from antigv.backends.antigravity.tokens import AccountRevoked, RefreshFailed, expiry, request_token
 from antigv.config import OAuthConfig, QuotasConfig
 from antigv.core.errors import (
-    ApiError,
     Conflict,
+    GatewayError,
     InvalidRequest,
     NotFound,
     Unprocessable,
     UpstreamError,
     UpstreamTimeout,
 )
+from antigv.core.failures import FailureKind, UpstreamFailure
 from antigv.protocols.admin.views import account_view
 from antigv.store.db import Database
 
@@ -310,7 +310,7 @@ def _onboarding_tier(load: Mapping[str, Any]) -> str:
     return _tier_id(load.get("currentTier")) or "free-tier"
 
 
-def _discovery_error(failure: UpstreamFailure, step: str) -> ApiError:
+def _discovery_error(failure: UpstreamFailure, step: str) -> GatewayError:
     if failure.kind is FailureKind.TIMEOUT:
         return UpstreamTimeout(f"Google did not answer {step} in time; " + RESTART_HINT)
     if failure.kind in _TRANSIENT_KINDS:

@@ -21,8 +21,8 @@ from antigv.accounting.quota_reads import (
     parse_quota_windows,
 )
 from antigv.backends.antigravity.client import UpstreamClient
-from antigv.backends.google.failures import UpstreamFailure
 from antigv.config import QuotasConfig
+from antigv.core.failures import UpstreamFailure
 
 
 @dataclass(frozen=True, slots=True)

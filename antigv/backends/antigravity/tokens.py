@@ -23,7 +23,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from antigv.appkeys import CONFIG, DB
+from antigv.appkeys import CONFIG, DB, TOKENS
 from antigv.config import OAuthConfig
 from antigv.core.errors import UpstreamError
 from antigv.store.crypto import TokenCipher
@@ -229,9 +229,6 @@ class TokenManager:
         expires_at = row["access_token_expires_at"]
         valid = expires_at is not None and expires_at - datetime.now(UTC) > ahead
         return valid and bool(row["access_token"]) and row["access_token"] != stale
-
-
-TOKENS = web.AppKey("tokens", TokenManager)
 
 
 async def refresh_due_tokens(app: web.Application) -> int:

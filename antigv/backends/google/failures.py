@@ -1,65 +1,22 @@
 """Triage of upstream failures (PROTOCOL §8).
 
-``classify_error`` turns a non-2xx reply into an :class:`UpstreamFailure` that says what
-went wrong and how long to wait; the account router decides from its ``kind`` whether to
-retry, park or disable the account, and ``to_api_error`` says what the client sees.
+``classify_error`` turns a non-2xx Google reply into an :class:`UpstreamFailure` that says
+what went wrong and how long to wait; the gateway's failover policy decides from its
+``kind`` what to do (gateway/failover.py), and ``core.failures.client_error`` what the
+client sees. Shared by the Google-family backends.
 """
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import orjson
 
-from antigv.core.errors import (
-    ApiError,
-    InvalidRequest,
-    NotFound,
-    RateLimited,
-    ServiceUnavailable,
-    UpstreamError,
-    UpstreamTimeout,
-)
-
-
-class FailureKind(enum.Enum):
-    QUOTA_EXHAUSTED = "quota_exhausted"
-    RATE_LIMITED = "rate_limited"
-    CAPACITY = "capacity"
-    UNAUTHENTICATED = "unauthenticated"
-    PERMISSION_DENIED = "permission_denied"
-    ACCOUNT_BLOCKED = "account_blocked"
-    VALIDATION_REQUIRED = "validation_required"
-    PROJECT_INVALID = "project_invalid"
-    INVALID_REQUEST = "invalid_request"
-    NOT_FOUND = "not_found"
-    SERVER_ERROR = "server_error"
-    NETWORK = "network"
-    TIMEOUT = "timeout"
-
-
-@dataclass(eq=False)
-class UpstreamFailure(Exception):
-    """One failed upstream attempt. ``message`` is the upstream's text, for logs, not clients."""
-
-    kind: FailureKind
-    status: int
-    message: str
-    reason: str | None = None
-    retry_after: float | None = None
-    reset_at: datetime | None = None
-    # VALIDATION_REQUIRED: where the account's owner re-verifies it in a browser (PROTOCOL §13.9).
-    validation_url: str | None = None
-
-    def __str__(self) -> str:
-        return f"{self.kind.name} (HTTP {self.status}): {self.message}"
-
+from antigv.core.failures import FailureKind, UpstreamFailure
 
 THROTTLE_KINDS = frozenset({FailureKind.QUOTA_EXHAUSTED, FailureKind.RATE_LIMITED, FailureKind.CAPACITY})
 
@@ -69,35 +26,6 @@ MIN_THROTTLE_DELAY = 2.0
 # No quota window is longer than a week (PROTOCOL §13): a longer delay is garbage, and a
 # huge one would overflow the reset time's datetime.
 MAX_DELAY = 7 * 24 * 3600.0
-
-# Worth another account or host: the cause is the account, the host or a passing fault.
-# Not the request itself (INVALID_REQUEST), not a wait the client has already sat through
-# (TIMEOUT), and not CAPACITY: it is server-wide, so other accounts only burn their turns.
-_RETRYABLE_ELSEWHERE = frozenset(
-    {
-        FailureKind.QUOTA_EXHAUSTED,
-        FailureKind.RATE_LIMITED,
-        FailureKind.UNAUTHENTICATED,
-        FailureKind.PERMISSION_DENIED,
-        FailureKind.ACCOUNT_BLOCKED,
-        FailureKind.VALIDATION_REQUIRED,
-        FailureKind.PROJECT_INVALID,
-        FailureKind.SERVER_ERROR,
-        FailureKind.NETWORK,
-    }
-)
-# Not NOT_FOUND either: a 404 on a chat is the client version gate or the model, the same on
-# every account and host, so it costs one upstream call (PROTOCOL §13.9).
-
-_UPSTREAM_ERROR_MESSAGES = {
-    FailureKind.UNAUTHENTICATED: "The upstream rejected the account's credentials",
-    FailureKind.PERMISSION_DENIED: "The upstream denied the account access",
-    FailureKind.ACCOUNT_BLOCKED: "The upstream account is blocked",
-    FailureKind.VALIDATION_REQUIRED: "The upstream account needs to be verified by its owner",
-    FailureKind.PROJECT_INVALID: "The upstream rejected the account's project",
-    FailureKind.SERVER_ERROR: "The upstream failed (HTTP {status})",
-    FailureKind.NETWORK: "The upstream could not be reached",
-}
 
 _BODY_EXCERPT_CHARS = 500
 # PROTOCOL §13.9 (ACP rate-limit-state.js): a ban is a 403 whose text carries BOTH phrases.
@@ -176,39 +104,6 @@ def classify_error(
         reset_at = now + timedelta(seconds=retry_after)
     validation_url = _validation_url(details) if kind is FailureKind.VALIDATION_REQUIRED else None
     return UpstreamFailure(kind, status, message, reason, retry_after, reset_at, validation_url)
-
-
-def is_retryable_elsewhere(failure: UpstreamFailure) -> bool:
-    """Whether another account or host may succeed, as long as no byte has reached the client."""
-    return failure.kind in _RETRYABLE_ELSEWHERE
-
-
-def to_api_error(failure: UpstreamFailure) -> ApiError:
-    """What the client sees. Only a rejected request echoes the upstream's words: other
-    messages could name an account, a project or a shared user's quota."""
-    kind = failure.kind
-    if kind is FailureKind.INVALID_REQUEST:
-        return InvalidRequest(failure.message, code="upstream_invalid_request")
-    if kind is FailureKind.NOT_FOUND:
-        return NotFound("The model does not exist or is not available upstream", code="model_not_found")
-    if kind is FailureKind.QUOTA_EXHAUSTED:
-        return RateLimited(
-            "The upstream quota for this model is exhausted",
-            code="quota_exhausted",
-            retry_after=failure.retry_after,
-        )
-    if kind is FailureKind.RATE_LIMITED:
-        return RateLimited("The upstream is rate limiting requests", retry_after=failure.retry_after)
-    if kind is FailureKind.CAPACITY:
-        error_class = ServiceUnavailable if failure.status == 503 else RateLimited
-        return error_class(
-            "The upstream has no capacity for this model right now",
-            code="model_capacity_exhausted",
-            retry_after=failure.retry_after,
-        )
-    if kind is FailureKind.TIMEOUT:
-        return UpstreamTimeout("The upstream did not answer in time")
-    return UpstreamError(_UPSTREAM_ERROR_MESSAGES[kind].format(status=failure.status))
 
 
 def _error_object(body: bytes) -> dict[str, Any] | None:

@@ -1,23 +1,19 @@
 """Account endpoints (SPEC §3): list, show, enable/disable, rename, type, delete.
 
 A user reaches only their own accounts; the admin reaches every account. The
-owner check is part of each query (``user_id`` NULL for the admin), so another
-user's account is a 404, exactly like one that does not exist. Pool maxima
-follow the accounts table by themselves (a trigger); these handlers only
-change the account row.
+owner check is part of each query (``user_id`` None for the admin), so another
+user's account is a 404, exactly like one that does not exist.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
-from antigv.appkeys import DB, PRINCIPAL
+from antigv.appkeys import ACCOUNT_REPO, PRINCIPAL
 from antigv.core.errors import InvalidRequest, NotFound
-from antigv.protocols.admin.views import account_view
 from antigv.protocols.auth import target_user
 from antigv.protocols.web import api_ok, flag, path_id, read_json_object
+from antigv.store.accounts import Account
 
 NAME_MAX_CHARS = 100
 DISABLED_BY_OWNER = "disabled by owner"
@@ -29,34 +25,28 @@ def _scope(request: web.Request) -> int | None:
     return None if principal.is_admin else principal.user_id
 
 
-def _found(row: dict[str, Any] | None) -> dict[str, Any]:
-    if row is None:
+def _found(account: Account | None) -> Account:
+    if account is None:
         raise NotFound("account not found")
-    return account_view(row)
+    return account
 
 
 async def list_accounts(request: web.Request) -> web.Response:
-    rows = await request.app[DB].all("list_accounts", user_id=target_user(request))
-    return api_ok([account_view(row) for row in rows])
+    return api_ok(await request.app[ACCOUNT_REPO].owned_by(target_user(request)))
 
 
 async def get_account(request: web.Request) -> web.Response:
     account_id = path_id(request)
-    row = await request.app[DB].one("get_account", account_id=account_id, user_id=_scope(request))
-    return api_ok(_found(row))
+    return api_ok(_found(await request.app[ACCOUNT_REPO].get(account_id, user_id=_scope(request))))
 
 
 async def set_status(request: web.Request) -> web.Response:
     account_id = path_id(request)
     status = flag(await read_json_object(request), "status")
-    row = await request.app[DB].one(
-        "set_account_status",
-        account_id=account_id,
-        user_id=_scope(request),
-        status=status,
-        reason=DISABLED_BY_OWNER,
+    account = await request.app[ACCOUNT_REPO].set_status(
+        account_id, user_id=_scope(request), status=status, reason=DISABLED_BY_OWNER
     )
-    return api_ok(_found(row))
+    return api_ok(_found(account))
 
 
 async def set_name(request: web.Request) -> web.Response:
@@ -70,27 +60,24 @@ async def set_name(request: web.Request) -> web.Response:
     name = name.strip()
     if not 1 <= len(name) <= NAME_MAX_CHARS:
         raise InvalidRequest(f"name must be 1 to {NAME_MAX_CHARS} characters", param="name")
-    row = await request.app[DB].one(
-        "set_account_name", account_id=account_id, user_id=_scope(request), name=name
-    )
-    return api_ok(_found(row))
+    account = await request.app[ACCOUNT_REPO].rename(account_id, user_id=_scope(request), name=name)
+    return api_ok(_found(account))
 
 
 async def set_type(request: web.Request) -> web.Response:
     account_id = path_id(request)
     is_shared = flag(await read_json_object(request), "is_shared")
-    row = await request.app[DB].one(
-        "set_account_type", account_id=account_id, user_id=_scope(request), is_shared=is_shared
+    account = await request.app[ACCOUNT_REPO].set_shared(
+        account_id, user_id=_scope(request), is_shared=is_shared
     )
-    return api_ok(_found(row))
+    return api_ok(_found(account))
 
 
 async def delete_account(request: web.Request) -> web.Response:
     account_id = path_id(request)
-    row = await request.app[DB].one("delete_account", account_id=account_id, user_id=_scope(request))
-    if row is None:
+    if not await request.app[ACCOUNT_REPO].delete(account_id, user_id=_scope(request)):
         raise NotFound("account not found")
-    return api_ok({"account_id": row["account_id"]}, "account deleted")
+    return api_ok({"account_id": account_id}, "account deleted")
 
 
 def setup(app: web.Application) -> None:

@@ -13,11 +13,11 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from antigv.appkeys import CONFIG, DB, PRINCIPAL
+from antigv.appkeys import CONFIG, DB, PRINCIPAL, REQUEST_ID, USER_REPO
 from antigv.backends.antigravity import oauth
-from antigv.core.errors import ApiError, InvalidRequest, NotFound
+from antigv.core.errors import GatewayError, InvalidRequest, NotFound
 from antigv.protocols.auth import PUBLIC, access
-from antigv.protocols.middleware import REQUEST_ID
+from antigv.protocols.openai.errors import error_status
 from antigv.protocols.web import api_ok, flag, read_json_object
 
 log = structlog.get_logger(__name__)
@@ -72,8 +72,7 @@ async def _target_user(request: web.Request, body: dict[str, Any]) -> int:
         return principal.user_id
     if raw is None:
         raise InvalidRequest("the admin key must name the account's owner: send user_id", param="user_id")
-    if await request.app[DB].one("get_user", user_id=raw) is None:
-        raise NotFound("user not found")
+    await request.app[USER_REPO].get(raw)  # NotFound when there is no such user
     return raw
 
 
@@ -96,9 +95,10 @@ async def callback(request: web.Request) -> web.Response:
     request_id = request.get(REQUEST_ID, "")
     try:
         outcome = await oauth.finish(request.app, oauth.callback_params(request.query), owner_id=None)
-    except ApiError as exc:
-        log.info("oauth_callback_failed", status=exc.status, code=exc.code)
-        return render_page(exc.status, "The account was not added", exc.message, request_id)
+    except GatewayError as exc:
+        status = error_status(exc)
+        log.info("oauth_callback_failed", status=status, code=exc.code)
+        return render_page(status, "The account was not added", exc.message, request_id)
     except Exception:
         log.exception("oauth_callback_error")
         return render_page(500, "The account was not added", "internal error; please try again", request_id)

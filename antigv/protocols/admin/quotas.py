@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
 from antigv.accounting.pools import user_pools
-from antigv.accounting.quotas import QUOTAS
-from antigv.appkeys import CONFIG, DB, PRINCIPAL, Principal
+from antigv.appkeys import CATALOGUE, CONFIG, PRINCIPAL, QUOTA_REPO, QUOTAS, USAGE_REPO
 from antigv.core.errors import InvalidRequest, NotFound
-from antigv.gateway.catalogue import CATALOGUE
+from antigv.core.principal import Principal
 from antigv.protocols.auth import ADMIN, access, target_user
 from antigv.protocols.web import api_ok, flag, json_response, path_id, query_int, read_json_object
+from antigv.store.quotas import QuotaAccount
 
 USAGE_LIMIT_DEFAULT = 100
 USAGE_LIMIT_MAX = 1000
@@ -88,38 +89,14 @@ def parse_threshold(request: web.Request) -> float:
     return value
 
 
-async def owned_account(request: web.Request) -> dict[str, Any]:
+async def owned_account(request: web.Request) -> QuotaAccount:
     """The account in the path, if the caller may see it; 404 otherwise (existence not revealed)."""
     account_id = path_id(request)
-    account = await request.app[DB].one("quota_account", account_id=account_id)
+    account = await request.app[QUOTA_REPO].account(account_id)
     principal: Principal = request[PRINCIPAL]
     if account is None or (not principal.is_admin and account["user_id"] != principal.user_id):
         raise NotFound("account not found")
     return account
-
-
-def _quota_row(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "account_id": row["account_id"],
-        "model_name": row["model_name"],
-        "quota_group": row["quota_group"],
-        "quota": float(row["quota"]),
-        "reset_time": row["reset_time"],
-        "status": row["status"],
-        "last_fetched_at": row["last_fetched_at"],
-    }
-
-
-def _window_row(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "bucket": row["bucket"],
-        "bucket_id": row["bucket_id"],
-        "quota_group": row["quota_group"],
-        "window": row["window_name"],
-        "quota": float(row["quota"]),
-        "reset_time": row["reset_time"],
-        "last_fetched_at": row["last_fetched_at"],
-    }
 
 
 # --- handlers ---------------------------------------------------------------------
@@ -141,12 +118,10 @@ async def account_quotas(request: web.Request) -> web.Response:
             message = "quotas could not be refreshed from upstream; showing the last stored read"
     elif account["status"] != 1:
         message = "the account is disabled; showing the last stored read"
-    rows = await app[DB].all("quota_rows_of_account", account_id=account["account_id"])
-    windows = await app[DB].all("quota_windows_of_account", account_id=account["account_id"])
     body: dict[str, Any] = {
         "success": True,
-        "data": [_quota_row(r) for r in rows],
-        "windows": [_window_row(w) for w in windows],
+        "data": await app[QUOTA_REPO].model_quotas(account["account_id"]),
+        "windows": await app[QUOTA_REPO].windows(account["account_id"]),
     }
     if message:
         body["message"] = message
@@ -158,19 +133,17 @@ async def set_model_status(request: web.Request) -> web.Response:
     account = await owned_account(request)
     status = flag(await read_json_object(request), "status")
     model = request.match_info["model"]
-    row = await request.app[DB].one(
-        "quota_set_model_status", account_id=account["account_id"], model=model, status=status
-    )
-    if row is None:
+    quota = await request.app[QUOTA_REPO].set_model_status(account["account_id"], model, status)
+    if quota is None:
         raise NotFound(f"no quota is known for model {model} on this account", code="model_not_found")
-    return api_ok(_quota_row(row))
+    return api_ok(quota)
 
 
 async def user_pool(request: web.Request) -> web.Response:
     """``GET /api/quotas/user``: the caller's pool per quota group."""
     user_id = target_user(request, required=True)
     assert user_id is not None
-    pools = await user_pools(request.app[DB], request.app[CONFIG].quotas, user_id)
+    pools = await user_pools(request.app[QUOTA_REPO], request.app[CONFIG].quotas, user_id)
     if pools is None:
         raise NotFound("user not found")
     return api_ok(pools)
@@ -178,20 +151,7 @@ async def user_pool(request: web.Request) -> web.Response:
 
 async def shared_pool(request: web.Request) -> web.Response:
     """``GET /api/quotas/shared-pool``: totals over every enabled shared account, per model."""
-    rows = await request.app[DB].all("quota_shared_totals")
-    return api_ok(
-        [
-            {
-                "model_name": r["model_name"],
-                "quota_group": r["quota_group"],
-                "total_quota": float(r["total_quota"]),
-                "earliest_reset_time": r["earliest_reset_time"],
-                "available_accounts": r["available_accounts"],
-                "total_accounts": r["total_accounts"],
-            }
-            for r in rows
-        ]
-    )
+    return api_ok(await request.app[QUOTA_REPO].shared_totals())
 
 
 async def consumption(request: web.Request) -> web.Response:
@@ -199,8 +159,7 @@ async def consumption(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", default=USAGE_LIMIT_DEFAULT, minimum=1, maximum=USAGE_LIMIT_MAX)
     start, end = date_range(request)
     user_id = target_user(request, required=False)
-    rows = await request.app[DB].all("usage_rows", user_id=user_id, start=start, end=end, limit=limit)
-    return api_ok(rows)
+    return api_ok(await request.app[USAGE_REPO].rows(user_id=user_id, start=start, end=end, limit=limit))
 
 
 async def consumption_stats(request: web.Request) -> web.Response:
@@ -209,22 +168,14 @@ async def consumption_stats(request: web.Request) -> web.Response:
     start, end = date_range(request)
     user_id = target_user(request, required=False)
     models = sorted({model, request.app[CATALOGUE].served_as(model)})
-    row = await request.app[DB].one("usage_stats", user_id=user_id, models=models, start=start, end=end)
-    assert row is not None
-    return api_ok({"model_name": model, **row})
+    stats = await request.app[USAGE_REPO].stats(user_id=user_id, models=models, start=start, end=end)
+    return api_ok({"model_name": model, **asdict(stats)})
 
 
 @access(ADMIN)
 async def low_quotas(request: web.Request) -> web.Response:
     """``GET /api/quotas/low?threshold=0.1``: enabled model quotas below the threshold."""
-    threshold = parse_threshold(request)
-    rows = await request.app[DB].all("quota_low", threshold=threshold)
-    return api_ok(
-        [
-            {**_quota_row(r), "user_id": r["user_id"], "email": r["email"], "is_shared": r["is_shared"]}
-            for r in rows
-        ]
-    )
+    return api_ok(await request.app[QUOTA_REPO].low(parse_threshold(request)))
 
 
 def setup(app: web.Application) -> None:

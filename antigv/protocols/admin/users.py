@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from aiohttp import web
 
-from antigv.appkeys import DB, PRINCIPAL
-from antigv.protocols.auth import ADMIN, KEY_CACHE, access, require_self_or_admin
+from antigv.appkeys import KEY_CACHE, PRINCIPAL, USER_REPO
+from antigv.protocols.auth import ADMIN, access, require_self_or_admin
 from antigv.protocols.web import (
     api_ok,
     flag,
@@ -22,8 +24,8 @@ async def me(request: web.Request) -> web.Response:
     principal = request[PRINCIPAL]
     if principal.is_admin:
         return api_ok({"user_id": None, "name": "admin", "is_admin": True})
-    profile = await users.get_user(request.app[DB], principal.user_id)
-    return api_ok({**profile, "is_admin": False})
+    profile = await request.app[USER_REPO].get(principal.user_id)
+    return api_ok({**asdict(profile), "is_admin": False})
 
 
 @access(ADMIN)
@@ -32,7 +34,7 @@ async def create(request: web.Request) -> web.Response:
     reject_unknown_fields(body, ("name", "prefer_shared"))
     name = optional_str(body, "name", max_len=users.NAME_MAX_LEN)
     prefer_shared = flag(body, "prefer_shared", required=False)
-    created = await users.create_user(request.app[DB], name, prefer_shared)
+    created = await request.app[USER_REPO].create(name, prefer_shared)
     return api_ok(created, "store the api_key now: it is not shown again")
 
 
@@ -42,13 +44,13 @@ async def list_all(request: web.Request) -> web.Response:
         request, "limit", default=users.LIST_LIMIT_DEFAULT, minimum=1, maximum=users.LIST_LIMIT_MAX
     )
     offset = query_int(request, "offset", default=0, minimum=0, maximum=users.LIST_OFFSET_MAX)
-    return api_ok(await users.list_users(request.app[DB], limit, offset))
+    return api_ok(await request.app[USER_REPO].page(limit, offset))
 
 
 @access(ADMIN)
 async def regenerate_key(request: web.Request) -> web.Response:
     user_id = path_id(request)
-    updated = await users.regenerate_key(request.app[DB], user_id)
+    updated = await request.app[USER_REPO].regenerate_key(user_id)
     request.app[KEY_CACHE].evict_user(user_id)
     return api_ok(updated, "the previous key no longer works; store the new api_key now")
 
@@ -57,7 +59,7 @@ async def regenerate_key(request: web.Request) -> web.Response:
 async def set_status(request: web.Request) -> web.Response:
     user_id = path_id(request)
     status = flag(await read_json_object(request), "status")
-    updated = await users.set_status(request.app[DB], user_id, status)
+    updated = await request.app[USER_REPO].set_status(user_id, status)
     request.app[KEY_CACHE].evict_user(user_id)
     return api_ok(updated)
 
@@ -66,7 +68,7 @@ async def set_preference(request: web.Request) -> web.Response:
     user_id = path_id(request)
     require_self_or_admin(request[PRINCIPAL], user_id)
     prefer_shared = flag(await read_json_object(request), "prefer_shared")
-    updated = await users.set_preference(request.app[DB], user_id, prefer_shared)
+    updated = await request.app[USER_REPO].set_preference(user_id, prefer_shared)
     request.app[KEY_CACHE].evict_user(user_id)
     return api_ok(updated)
 
@@ -74,7 +76,7 @@ async def set_preference(request: web.Request) -> web.Response:
 @access(ADMIN)
 async def delete(request: web.Request) -> web.Response:
     user_id = path_id(request)
-    await users.delete_user(request.app[DB], user_id)
+    await request.app[USER_REPO].delete(user_id)
     request.app[KEY_CACHE].evict_user(user_id)
     return api_ok({"user_id": user_id}, "user deleted; usage history is kept")
 

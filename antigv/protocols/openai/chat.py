@@ -1,4 +1,4 @@
-"""``POST /v1/chat/completions``: one translator, two renderings (SSE or JSON)."""
+"""``POST /v1/chat/completions``: the gateway's events, rendered as SSE chunks or one JSON body."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from collections.abc import Iterator
 import structlog
 from aiohttp import web
 
-from antigv.appkeys import CONFIG, PRINCIPAL
-from antigv.backends.google.failures import UpstreamFailure, to_api_error
-from antigv.backends.google.frames import StreamRenderer, assemble_completion
-from antigv.core.errors import ApiError, InternalError, ServiceUnavailable
-from antigv.gateway.service import CHAT, ChatService, OpenedReply
-from antigv.protocols.middleware import REQUEST_ID
-from antigv.protocols.openai.parse import ChatRequest, parse_chat_request
+from antigv.appkeys import CONFIG, GATEWAY, PRINCIPAL, REQUEST_ID, SHUTDOWN_CUT
+from antigv.core.errors import GatewayError, InternalError, ServiceUnavailable
+from antigv.core.failures import UpstreamFailure, client_error
+from antigv.gateway.service import Reply
+from antigv.ops.metrics import Metrics
+from antigv.protocols.openai.parse import include_usage, parse_chat_request
+from antigv.protocols.openai.render import StreamRenderer, assemble_completion
 from antigv.protocols.web import json_response, read_json
 
 log = structlog.get_logger(__name__)
@@ -79,19 +79,16 @@ class ShutdownCut:
             task.cancel()
 
 
-SHUTDOWN_CUT = web.AppKey("shutdown_cut", ShutdownCut)
-
-
-def _overhead(reply: OpenedReply, upstream_done: float) -> float:
+def _overhead(reply: Reply, upstream_done: float) -> float:
     """Seconds the gateway itself added: before the upstream call, and after the
     upstream's part (its first events for a stream, its last frame otherwise)."""
     return reply.overhead_before + (time.perf_counter() - upstream_done)
 
 
-def _mid_stream_error(exc: Exception, request_id: str) -> ApiError:
+def _mid_stream_error(exc: Exception, request_id: str) -> GatewayError:
     if isinstance(exc, UpstreamFailure):
-        return to_api_error(exc)
-    if isinstance(exc, ApiError):
+        return client_error(exc)
+    if isinstance(exc, GatewayError):
         return exc
     return InternalError(f"internal error (request id {request_id})")
 
@@ -101,45 +98,34 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     shutdown = request.app[SHUTDOWN_CUT]
     with shutdown.tracking():
         body = await read_json(request)
-        req = parse_chat_request(body)
-        principal = request[PRINCIPAL]
-        service = request.app[CHAT]
-        reply = await service.open(principal, req, started)
-        status = "error"
-        try:
-            if req.stream:
-                response, status = await _stream(request, service, reply, req, shutdown)
-            else:
-                response = await _complete(service, reply, req)
-                status = "ok"
-            return response
-        except (asyncio.CancelledError, ConnectionResetError):
-            status = "error" if shutdown.cut else "cancelled"
-            raise
-        finally:
-            service.finish(reply, principal, request[REQUEST_ID], status, req.stream)
+        chat = parse_chat_request(body)
+        gateway = request.app[GATEWAY]
+        async with gateway.chat(
+            request[PRINCIPAL], chat, request_id=request[REQUEST_ID], started=started
+        ) as reply:
+            try:
+                if chat.stream:
+                    return await _stream(request, gateway.metrics, reply, include_usage(body), shutdown)
+                return await _complete(gateway.metrics, reply)
+            except asyncio.CancelledError:
+                if shutdown.cut:
+                    reply.fail()
+                raise
 
 
-async def _complete(service: ChatService, reply: OpenedReply, req: ChatRequest) -> web.Response:
-    translator = reply.translator
-    events = list(reply.first_events)
-    async for batch in reply.batches:
-        for frame in batch:
-            events.extend(translator.feed(frame))
-    upstream_done = time.perf_counter()
-    events.extend(translator.finish())
-    await service.remember_signatures(reply)
-    completion = assemble_completion(events, translator.usage, req.model)
-    overhead = _overhead(reply, upstream_done)
-    service.metrics.overhead_seconds.observe(overhead)
+async def _complete(metrics: Metrics, reply: Reply) -> web.Response:
+    events = [event async for batch in reply.batches() for event in batch]
+    completion = assemble_completion(events, reply.requested_model)
+    assert reply.upstream_done is not None
+    overhead = _overhead(reply, reply.upstream_done)
+    metrics.overhead_seconds.observe(overhead)
     return json_response(completion, headers={OVERHEAD_HEADER: f"{overhead * 1000:.2f}"})
 
 
 async def _stream(
-    request: web.Request, service: ChatService, reply: OpenedReply, req: ChatRequest, shutdown: ShutdownCut
-) -> tuple[web.StreamResponse, str]:
-    translator = reply.translator
-    renderer = StreamRenderer(req.model, req.include_usage)
+    request: web.Request, metrics: Metrics, reply: Reply, include_usage: bool, shutdown: ShutdownCut
+) -> web.StreamResponse:
+    renderer = StreamRenderer(reply.requested_model, include_usage)
     overhead = _overhead(reply, reply.opened_at)
     # Prepared here, so the middleware cannot add the request id afterwards.
     headers = {**_SSE_HEADERS, OVERHEAD_HEADER: f"{overhead * 1000:.2f}", "X-Request-Id": request[REQUEST_ID]}
@@ -148,30 +134,29 @@ async def _stream(
     # From here on bytes are out: whatever happens, the stream ends with an SSE error
     # object and a clean end of the chunked body (SPEC §7), never a second response.
     try:
-        await response.write(renderer.start() + renderer.render(reply.first_events))
-        metrics = service.metrics
+        batches = reply.batches()
+        first = await anext(batches)
+        await response.write(renderer.start() + renderer.render(first))
         metrics.overhead_seconds.observe(overhead)
-        metrics.first_token_seconds.labels(reply.upstream.model).observe(time.perf_counter() - reply.started)
-        async for batch in reply.batches:
-            events = [event for frame in batch for event in translator.feed(frame)]
-            if events:
-                await response.write(renderer.render(events))
-        await service.remember_signatures(reply)
-        await response.write(renderer.finish(translator.finish(), translator.usage))
+        metrics.first_token_seconds.labels(reply.model).observe(time.perf_counter() - reply.started)
+        async for events in batches:
+            await response.write(renderer.render(events))
+        await response.write(renderer.end())
         await response.write_eof()
-        return response, "ok"
+        return response
     except asyncio.CancelledError:
         task = asyncio.current_task()
         if not shutdown.cut or task is None:
             raise  # the client went away
         task.uncancel()
+        reply.fail()
         goodbye = renderer.error(ServiceUnavailable("the server is shutting down; retry the request"))
         if not await _end(response, goodbye, within=shutdown.margin) and request.transport is not None:
             request.transport.abort()  # a client that reads no more does not hold shutdown up
-        return response, "error"
+        return response
     except ConnectionResetError:
         raise  # the client went away
-    except (UpstreamFailure, ApiError) as exc:
+    except (UpstreamFailure, GatewayError) as exc:
         # The class and code only: an upstream's message may quote the prompt (issue 11 item 20).
         code = exc.kind.value if isinstance(exc, UpstreamFailure) else exc.code
         log.warning("stream_failed_midway", error=type(exc).__name__, code=code)
@@ -179,8 +164,9 @@ async def _stream(
     except Exception as exc:
         log.exception("stream_failed_midway", error=type(exc).__name__)
         error = _mid_stream_error(exc, request[REQUEST_ID])
+    reply.fail()
     await _end(response, renderer.error(error))
-    return response, "error"
+    return response
 
 
 async def _end(response: web.StreamResponse, goodbye: bytes, within: float | None = None) -> bool:

@@ -13,12 +13,12 @@ from typing import Any
 
 from aiohttp import web
 
-from antigv.appkeys import CONFIG, DB, PRINCIPAL, Principal
-from antigv.backends.antigravity.client import UPSTREAM
-from antigv.backends.antigravity.tokens import TOKENS, AccountRevoked, RefreshFailed
-from antigv.backends.google.failures import UpstreamFailure, to_api_error
+from antigv.appkeys import ACCOUNT_REPO, CATALOGUE, CONFIG, MODEL_CACHE, PRINCIPAL, TOKENS, UPSTREAM
+from antigv.backends.antigravity.tokens import AccountRevoked, RefreshFailed
 from antigv.core.errors import Forbidden, NotFound, UpstreamError
-from antigv.gateway.catalogue import CATALOGUE, ModelInfo
+from antigv.core.failures import UpstreamFailure, client_error
+from antigv.core.models import ModelInfo
+from antigv.core.principal import Principal
 from antigv.protocols.web import json_response
 
 # Accounts tried in turn when reading the list from upstream.
@@ -41,9 +41,6 @@ class ModelListCache:
         self._entries[scope] = (time.monotonic(), body)
 
 
-MODEL_CACHE = web.AppKey("model_cache", ModelListCache)
-
-
 def model_object(model_id: str, created: int) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": created, "owned_by": "google"}
 
@@ -55,9 +52,7 @@ def model_list(offered: dict[str, ModelInfo], aliases: dict[str, str], created: 
 
 
 async def _fetch(app: web.Application, principal: Principal) -> dict[str, Any]:
-    accounts = await app[DB].all(
-        "account_candidates", model="", quota_group="", user_id=principal.user_id, is_admin=principal.is_admin
-    )
+    accounts = await app[ACCOUNT_REPO].usable_by(principal.user_id, is_admin=principal.is_admin)
     if not accounts:
         raise Forbidden(
             "no enabled account of yours (or shared pool) to list models with; "
@@ -83,7 +78,7 @@ async def _fetch(app: web.Application, principal: Principal) -> dict[str, Any]:
         break
     offered = catalogue.offered(a["account_id"] for a in accounts)
     if not answered and not offered:
-        raise to_api_error(last) if last else UpstreamError("no account could list the models")
+        raise client_error(last) if last else UpstreamError("no account could list the models")
     return model_list(offered, catalogue.aliases_into(offered), int(time.time()))
 
 

@@ -1,0 +1,171 @@
+"""The Antigravity backend: Google accounts through Cloud Code's ``v1internal`` API."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import orjson
+import structlog
+
+from antigv.backends.antigravity import models
+from antigv.backends.antigravity.client import UpstreamClient, UpstreamStream
+from antigv.backends.antigravity.envelope import (
+    UpstreamRequest,
+    build_upstream_request,
+    new_request_id,
+    replayed_tool_call_ids,
+)
+from antigv.backends.antigravity.notices import reject_notices
+from antigv.backends.antigravity.oauth import discover_project
+from antigv.backends.antigravity.tokens import AccountRevoked, RefreshFailed, TokenManager
+from antigv.backends.base import Account, Prepared, ToolCallSignature
+from antigv.backends.google.frames import FrameDecoder
+from antigv.config import Config
+from antigv.core.conversation import ChatRequest
+from antigv.core.errors import GatewayError, InvalidRequest
+from antigv.core.events import Event, Usage
+from antigv.core.failures import CredentialsFailed, FailureKind, UpstreamFailure
+from antigv.core.models import ModelInfo
+from antigv.store.accounts import AccountRepository
+
+log = structlog.get_logger(__name__)
+
+
+def _encode_body(body: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        # JSON the client could send but orjson cannot write back: nested deeper than 255
+        # levels once wrapped (tool-call arguments, schemas), or an integer beyond 64 bits.
+        raise InvalidRequest(
+            "the request cannot be forwarded: its JSON nests more than 255 levels deep "
+            "or holds an integer beyond 64 bits",
+            code="request_not_encodable",
+        ) from None
+
+
+class AntigravityReply:
+    def __init__(self, stream: UpstreamStream, decoder: FrameDecoder) -> None:
+        self._stream = stream
+        self._decoder = decoder
+
+    async def batches(self) -> AsyncIterator[Sequence[Event]]:
+        decoder = self._decoder
+        async for batch in self._stream.batches():
+            yield [event for frame in batch for event in decoder.feed(frame)]
+
+    def closing(self) -> Sequence[Event]:
+        return self._decoder.finish()
+
+    @property
+    def usage(self) -> Usage:
+        return self._decoder.usage
+
+    @property
+    def signatures(self) -> Mapping[str, ToolCallSignature]:
+        return {
+            call_id: ToolCallSignature(signature, thinking)
+            for call_id, (signature, thinking) in self._decoder.tool_signatures.items()
+        }
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class AntigravityBackend:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        upstream: UpstreamClient,
+        tokens: TokenManager,
+        accounts: AccountRepository,
+    ) -> None:
+        self._defaults = config.defaults
+        self._thinking_rules = models.thinking_rules(config.models.thinking)
+        self._project_recheck = config.failover.project_recheck
+        self._upstream = upstream
+        self._tokens = tokens
+        self._accounts = accounts
+        self._project_checked: dict[int, float] = {}  # account id -> monotonic time
+
+    def signature_family(self, model: str) -> str:
+        return models.model_family(model)
+
+    def wanted_signatures(self, request: ChatRequest) -> list[str]:
+        return replayed_tool_call_ids(request, self._thinking_rules)
+
+    def prepare(
+        self, request: ChatRequest, signatures: Mapping[str, ToolCallSignature], model: ModelInfo | None
+    ) -> Prepared:
+        envelope = build_upstream_request(
+            request,
+            project=None,
+            defaults=self._defaults,
+            request_id=new_request_id(request.model),
+            signatures=signatures,
+            model_info=model,
+            thinking_rules=self._thinking_rules,
+        )
+        return Prepared(envelope.model, envelope.session_key, envelope)
+
+    async def open(self, account: Account, prepared: Prepared) -> AntigravityReply:
+        envelope: UpstreamRequest = prepared.payload
+        body = envelope.body
+        # PROTOCOL §13.3: never "project": "" (a 400); an account without a project sends none.
+        if account["project_id"]:
+            body["project"] = account["project_id"]
+        else:
+            body.pop("project", None)
+        encoded = _encode_body(body)
+        try:
+            token = await self._tokens.access_token(account)
+            try:
+                stream = await self._upstream.open_stream(token, encoded)
+            except UpstreamFailure as failure:
+                if failure.kind is not FailureKind.UNAUTHENTICATED:
+                    raise
+                # The stored token was refused: refresh once and try the same account again.
+                token = await self._tokens.refresh(
+                    account["account_id"], stale=account.get("access_token") or ""
+                )
+                stream = await self._upstream.open_stream(token, encoded)
+        except (AccountRevoked, RefreshFailed) as exc:
+            raise CredentialsFailed(str(exc)) from exc
+        decoder = FrameDecoder(
+            envelope.tool_names,
+            envelope.placeholder_tools,
+            models.PLACEHOLDER_ARGUMENT,
+            check_first_text=reject_notices,
+        )
+        return AntigravityReply(stream, decoder)
+
+    async def repair(self, account: Account, within: float) -> bool:
+        """Ask loadCodeAssist for the account's project again; True when it changed (now stored).
+
+        A project refused as invalid or not permitted often means Google moved the
+        account to another one (PROTOCOL §8.3): the old one would be refused for good.
+        """
+        account_id = account["account_id"]
+        now = time.monotonic()
+        last = self._project_checked.get(account_id)
+        if within <= 0 or (last is not None and now - last < self._project_recheck):
+            return False
+        self._project_checked[account_id] = now
+        try:
+            async with asyncio.timeout(within):
+                token = await self._tokens.access_token(account)
+                found = await discover_project(self._upstream, token, polls=1, delay=0)
+        except (GatewayError, AccountRevoked, RefreshFailed, TimeoutError) as exc:
+            log.info("project_rediscovery_failed", account_id=account_id, error=type(exc).__name__)
+            return False
+        if found.project_id == account["project_id"]:
+            return False
+        await self._accounts.set_project(account_id, found.project_id)
+        log.warning("account_project_changed", account_id=account_id)
+        # This request's next attempt reads the row it holds; other requests reload.
+        account["project_id"] = found.project_id
+        return True

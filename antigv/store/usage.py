@@ -1,0 +1,109 @@
+"""The usage log: one row per finished request, read by the usage endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from antigv.store.db import Database, row_as
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    """A finished request, as the request path queues it for the log."""
+
+    request_id: str
+    user_id: int | None
+    account_id: int | None
+    model_name: str
+    quota_group: str
+    is_shared: int
+    status: str  # ok | error | cancelled
+    latency_ms: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    total_tokens: int = 0
+    consumed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """A logged request as the usage endpoints show it."""
+
+    log_id: int
+    # None once the user or the account is deleted: the row stays, detached.
+    user_id: int | None
+    account_id: int | None
+    model_name: str
+    quota_group: str
+    is_shared: int
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    total_tokens: int
+    # None until a quota read settles it.
+    quota_consumed: float | None
+    status: str
+    latency_ms: int
+    consumed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UsageStats:
+    total_requests: int
+    total_tokens: int
+    total_quota_consumed: float
+    avg_quota_consumed: float
+    settled_requests: int
+    last_used_at: datetime | None
+
+
+def batch_params(records: Sequence[UsageRecord]) -> dict[str, list[Any]]:
+    """Parameters of ``insert_usage_batch``: one array per column."""
+    return {
+        "request_ids": [r.request_id for r in records],
+        "user_ids": [r.user_id for r in records],
+        "account_ids": [r.account_id for r in records],
+        "models": [r.model_name for r in records],
+        "quota_groups": [r.quota_group for r in records],
+        "shared": [r.is_shared for r in records],
+        "prompt_tokens": [r.prompt_tokens for r in records],
+        "completion_tokens": [r.completion_tokens for r in records],
+        "reasoning_tokens": [r.reasoning_tokens for r in records],
+        "total_tokens": [r.total_tokens for r in records],
+        "statuses": [r.status for r in records],
+        "latencies": [r.latency_ms for r in records],
+        "consumed_at": [r.consumed_at for r in records],
+    }
+
+
+class UsageRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def insert_batch(self, records: Sequence[UsageRecord]) -> None:
+        """One statement for the batch, which also stamps the accounts' last use; rows whose
+        user or account was deleted meanwhile are kept, detached."""
+        await self._db.execute("insert_usage_batch", **batch_params(records))
+
+    async def rows(
+        self, *, user_id: int | None, start: datetime | None, end: datetime | None, limit: int
+    ) -> list[UsageRow]:
+        """Newest first; every user's for ``user_id`` None; ``end`` is exclusive."""
+        rows = await self._db.all("usage_rows", user_id=user_id, start=start, end=end, limit=limit)
+        return [row_as(UsageRow, row) for row in rows]
+
+    async def stats(
+        self, *, user_id: int | None, models: list[str], start: datetime | None, end: datetime | None
+    ) -> UsageStats:
+        """Over the requests for any of ``models`` (a model and the id it is served as)."""
+        row = await self._db.one("usage_stats", user_id=user_id, models=models, start=start, end=end)
+        assert row is not None  # an aggregate without GROUP BY always has its row
+        return row_as(UsageStats, row)
+
+    async def delete_old(self, *, max_age: float, batch: int) -> int:
+        """Delete up to ``batch`` rows older than ``max_age`` seconds; how many went."""
+        return await self._db.execute("delete_old_usage", max_age=max_age, batch=batch)
