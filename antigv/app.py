@@ -18,6 +18,7 @@ from antigv.appkeys import (
     ACCOUNT_REPO,
     CATALOGUE,
     CLIENT_IDENTITY,
+    CLOCK,
     CONFIG,
     DB,
     GATEWAY,
@@ -43,6 +44,7 @@ from antigv.backends.antigravity.identity import MANIFEST_REFRESH, ClientIdentit
 from antigv.backends.antigravity.tokens import TokenManager, refresh_due_tokens
 from antigv.config import Config, ConfigError
 from antigv.gateway.catalogue import ModelCatalogue
+from antigv.gateway.clock import SYSTEM_CLOCK, Clock
 from antigv.gateway.selection import AccountRouter
 from antigv.gateway.service import Gateway
 from antigv.gateway.signatures import SignatureStore
@@ -136,6 +138,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         reservations=reservations,
         metrics=metrics,
         catalogue=app[CATALOGUE],
+        clock=app[CLOCK],
     )
     yield
 
@@ -176,7 +179,8 @@ def refuse_plaintext_tokens(config: Config) -> None:
         raise ConfigError(PLAINTEXT_REFUSED)
 
 
-def create_app(config: Config) -> web.Application:
+def create_app(config: Config, *, clock: Clock = SYSTEM_CLOCK) -> web.Application:
+    """The application; ``clock`` is the time the gateway waits on (failover backoffs)."""
     refuse_plaintext_tokens(config)
     app = web.Application(
         middlewares=[request_middleware, auth_middleware],
@@ -184,6 +188,7 @@ def create_app(config: Config) -> web.Application:
     )
     app[CONFIG] = config
     app[LIFECYCLE] = Lifecycle()
+    app[CLOCK] = clock
     # Errors answer in OpenAI's shape, unless a surface claims the path for its own.
     app[SURFACES] = Surfaces(default=openai_error)
     app[SURFACES].claim(envelope.PREFIX, envelope.admin_error)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from antigv.config import Config
     from antigv.core.principal import Principal
     from antigv.gateway.catalogue import ModelCatalogue
+    from antigv.gateway.clock import Clock
     from antigv.gateway.service import Gateway
     from antigv.ops.lifecycle import Lifecycle
     from antigv.ops.metrics import Metrics
@@ -62,3 +63,4 @@ SHUTDOWN_CUT: web.AppKey[ShutdownCut] = web.AppKey("shutdown_cut")
 MODEL_CACHE: web.AppKey[ModelListCache] = web.AppKey("model_cache")
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
 SIGNATURE_REPO: web.AppKey[SignatureRepository] = web.AppKey("signature_repository")
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")

@@ -324,8 +324,9 @@ def upstream_body() -> bytes:
     """Exactly what the gateway sends upstream for the benchmark's chat request."""
     import orjson
 
+    from antigv.backends.antigravity.envelope import build_upstream_request
     from antigv.config import DefaultsConfig
-    from antigv.protocols.openai.parse import build_upstream_request, parse_chat_request
+    from antigv.protocols.openai.parse import parse_chat_request
 
     req = parse_chat_request(openai_body(stream=True))
     up = build_upstream_request(
@@ -725,26 +726,29 @@ _AREAS = [  # the deepest frame that matches names the area of a sample
     ),
     ("background: usage writer, quota reads", r"UsageRecorder|QuotaService|settle_read|usage_writer"),
     ("upstream: SSE parse + orjson.loads", r"SSEParser|_parse_frame"),
-    ("translate: ResponseTranslator.feed", r"ResponseTranslator"),
+    ("translate: FrameDecoder.feed", r"FrameDecoder"),
     ("render: StreamRenderer / assemble_completion", r"StreamRenderer|assemble_completion"),
     (
         "server: response write/prepare",
         r"StreamResponse\.(write|prepare|write_eof)|_write_headers|json_response",
     ),
-    ("upstream: read (readany, timeouts)", r"UpstreamStream\.frames|StreamReader|reschedule"),
+    ("upstream: read (readany, timeouts)", r"UpstreamStream\.batches|StreamReader|reschedule"),
     (
         "upstream: open request (ClientSession)",
         r"UpstreamClient\._post|ClientSession|ClientResponse|TCPConnector",
     ),
     ("upstream: client protocol", r"ResponseHandler|client_proto"),
-    ("request: parse + build upstream body", r"parse_chat_request|build_upstream_request|_lookup_signatures"),
+    (
+        "request: parse + build upstream body",
+        r"parse_chat_request|build_upstream_request|replayed_tool_call_ids|SignatureStore\.find",
+    ),
     ("selection: rank_candidates", r"rank_candidates"),
     (
         "chat handler + service (own frames)",
-        r"routes/chat\.py|chat_completions|_stream \(|_complete \(|ChatService",
+        r"protocols/openai/chat\.py|gateway/service\.py|chat_completions|_stream \(|_complete \(|Gateway",
     ),
     ("tokens", r"TokenManager"),
-    ("finish: usage record, release", r"ChatService\.finish"),
+    ("finish: usage record, release", r"Gateway\._close"),
     ("request: read body + orjson", r"read_json"),
     ("metrics (prometheus_client)", r"prometheus|metrics\.py"),
     ("middleware + auth + logging", r"auth_middleware|request_middleware|structlog|key_digest"),

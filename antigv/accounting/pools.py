@@ -30,9 +30,6 @@ from antigv.store.quotas import QuotaRepository
 
 log = structlog.get_logger(__name__)
 
-# Recovery per hour, as a share of max; the SQL function pool_recovered says the same.
-RECOVERY_PER_HOUR = 0.2
-
 
 def group_models(groups: QuotasConfig, group: str, known: Iterable[str] = ()) -> list[str]:
     """The models of a quota group: those it names, and those of ``known`` (models upstream

@@ -84,7 +84,7 @@ class Decision:
 class Attempts:
     """What one request's attempts have learnt so far."""
 
-    # Seconds left before the client's first-byte deadline.
+    # The monotonic moment by which the client must have its first byte.
     deadline: float
     tried: set[int] = field(default_factory=set)
     waited: set[int] = field(default_factory=set)
@@ -112,9 +112,9 @@ def decide(
         if delay <= min(policy.short_rate_limit, remaining) and account_id not in attempts.waited:
             attempts.waited.add(account_id)
             return Decision(Next.SAME_ACCOUNT, wait=delay)
-        until = now + timedelta(seconds=delay)
-        attempts.parked_until(until)
-        return Decision(Next.OTHER_ACCOUNT, Effect.COOLDOWN_MODEL, until)
+        parked = now + timedelta(seconds=delay)
+        attempts.parked_until(parked)
+        return Decision(Next.OTHER_ACCOUNT, Effect.COOLDOWN_MODEL, parked)
     if kind is FailureKind.CAPACITY:
         # Server-wide: other accounts would fail the same way, so wait instead of burning them.
         backoff = policy.capacity_backoff
@@ -124,7 +124,7 @@ def decide(
         attempts.capacity_waits += 1
         return Decision(Next.SAME_ACCOUNT, wait=wait)
     rule = _RULES[kind]
-    until = None
+    until: datetime | None = None
     if rule.cooldown is not None:
         named = failure.reset_at if kind is FailureKind.QUOTA_EXHAUSTED else None
         until = named or now + timedelta(seconds=getattr(policy, rule.cooldown))

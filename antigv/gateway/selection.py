@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from antigv.accounting.pools import RECOVERY_PER_HOUR
 from antigv.core.errors import AccountsExhausted, GatewayError, NoAccount, PoolExhausted
 from antigv.core.principal import Principal
 from antigv.store.db import Database
@@ -32,7 +31,8 @@ POOL_ADMISSION_MIN = 0.01
 class Ranking:
     """Accounts to try, best first; when empty, why (``retry_at`` for exhaustion)."""
 
-    accounts: list[Mapping[str, Any]]
+    # Rows of the routing query; the one that serves is updated in place (a moved project).
+    accounts: list[dict[str, Any]]
     retry_at: datetime | None = None
     # Seconds until the caller's pool is worth a request again; None if it is not empty.
     pool_wait: float | None = None
@@ -63,7 +63,7 @@ def _affinity(session_key: str, account_id: int) -> bytes:
 
 
 def rank_candidates(
-    rows: Sequence[Mapping[str, Any]],
+    rows: Sequence[dict[str, Any]],
     *,
     user_id: int | None,
     prefer_shared: bool,
@@ -77,7 +77,7 @@ def rank_candidates(
     quota group and nobody charged yet (quotas/reservations.py); admission counts it spent."""
     now = now or datetime.now(UTC)
     # Dedicated (own, unshared) accounts first unless the user prefers the pool.
-    tiers: tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]] = ([], [])
+    tiers: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
     earliest: datetime | None = None
     pool_wait: float | None = None
     for row in rows:
@@ -89,8 +89,7 @@ def rank_candidates(
             if balance < POOL_ADMISSION_MIN:
                 # A pool of size 0 never refills: such accounts are not the caller's to use.
                 if row["pool_max"] > 0:
-                    rate = RECOVERY_PER_HOUR * row["pool_max"] / 3600
-                    pool_wait = (POOL_ADMISSION_MIN - balance) / rate
+                    pool_wait = (POOL_ADMISSION_MIN - balance) / row["pool_refill_per_second"]
                 continue
         blocked = _blocked_until(row, now)
         if blocked is not None:
@@ -104,8 +103,8 @@ def rank_candidates(
 
 
 def _spread(
-    tier: list[Mapping[str, Any]], inflight: Mapping[int, int], session_key: str
-) -> list[Mapping[str, Any]]:
+    tier: list[dict[str, Any]], inflight: Mapping[int, int], session_key: str
+) -> list[dict[str, Any]]:
     """One tier in order: the conversation's sticky account unless it is busier than
     the others, then the least busy and least recently used."""
     if not tier:
@@ -156,7 +155,7 @@ class AccountRouter:
     def __init__(self, db: Database, cache_ttl: float = 0.0) -> None:
         self._db = db
         self._cache_ttl = cache_ttl
-        self._cache: dict[tuple, tuple[float, list[dict[str, Any]]]] = {}
+        self._cache: dict[tuple[int | None, bool, str, str], tuple[float, list[dict[str, Any]]]] = {}
         # Bumped by every invalidation: a read that overlapped one is not cached,
         # since it may have seen the database from before the change.
         self._generation = 0

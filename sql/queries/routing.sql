@@ -13,6 +13,8 @@ SELECT a.account_id, a.user_id, a.is_shared, a.project_id, a.access_token,
        coalesce(pool_recovered(p.quota, p.max_quota, p.last_recovered_at), m.pool_max) AS pool_quota,
        -- 0: the caller shares nothing, so the pool is no source at all (not a wait).
        coalesce(p.max_quota, m.pool_max) AS pool_max,
+       -- What the pool regains per second (migration 0011 holds the rate).
+       pool_recovery_per_hour() * coalesce(p.max_quota, m.pool_max) / 3600.0 AS pool_refill_per_second,
        -- A window of the group's family bucket at 0 (PROTOCOL §13.6): the latest reset of
        -- the exhausted windows, NULL when one of them has none.
        w.exhausted IS NOT NULL AS window_exhausted, w.reset_time AS window_reset

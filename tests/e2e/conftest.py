@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from antigv.app import create_app
 from antigv.appkeys import DB, GATEWAY
+from antigv.gateway.clock import Clock
 from tests.conftest import create_user, make_config
 from tests.upstream_double import Account as UpstreamAccount
 from tests.upstream_double import UpstreamDouble
@@ -70,6 +72,28 @@ class Gateway:
         return str(self.server.make_url("/v1"))
 
 
+class SteppedClock:
+    """Time that moves only when the gateway waits: its sleeps return at once, recorded."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self.sleeps: list[float] = []
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self.offset)
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.offset += seconds
+        await asyncio.sleep(0)
+
+    def clock(self) -> Clock:
+        return Clock(now=self.now, monotonic=self.monotonic, sleep=self.sleep)
+
+
 @dataclass
 class Acc:
     account_id: int
@@ -83,6 +107,7 @@ class E2E:
         self.db_dsn = db_dsn
         self.double = double
         self.gateways: list[Gateway] = []
+        self.clock = SteppedClock()
         self._clients: list[Any] = []
         self.gw: Gateway
         self.user: dict[str, Any]
@@ -97,7 +122,7 @@ class E2E:
             upstream={"base_urls": [base], "first_byte_timeout": 5, "idle_timeout": 2, **upstream},
             oauth={"token_url": base + "/token"},
         )
-        app = create_app(config)
+        app = create_app(config, clock=self.clock.clock())
         server = await self._aiohttp_server(app)
         http = TestClient(server)
         await http.start_server()

@@ -308,6 +308,20 @@ def test_unknown_top_level_fields_are_ignored() -> None:
     assert parse_chat_request(body) == parse_chat_request(VALID)
 
 
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": [{"role": "bot"}], "stream": "yes"}, "messages[0].role"),
+        ({"messages": [{"role": "bot"}], "stream_options": 1}, "messages[0].role"),
+        ({"messages": [user("hi")], "reasoning_effort": "max", "presence_penalty": 9}, "reasoning_effort"),
+    ],
+)
+def test_the_first_faulty_field_is_the_one_named(body: dict, param: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        parse_chat_request({"model": "gemini-2.5-flash", **body})
+    assert caught.value.param == param
+
+
 def test_null_means_absent_for_optional_fields() -> None:
     optional = "stream stream_options temperature top_p top_k max_tokens stop n seed response_format"
     legacy = "functions function_call frequency_penalty presence_penalty audio modalities"

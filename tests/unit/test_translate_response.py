@@ -165,7 +165,8 @@ def test_a1_gemini_thinking_and_tool_call() -> None:
     assert FINISH_REASONS[finish.reason] == "tool_calls"
     # A Gemini signature rides on the call part: no thinking text to replay with it.
     assert translator.tool_signatures == {call.id: ("CiQB0e2Kb…", None)}
-    assert usage == translator.usage == Usage(
+    assert usage == translator.usage
+    assert usage == Usage(
         prompt_tokens=41, completion_tokens=75, reasoning_tokens=60, cached_tokens=0, total_tokens=116
     )
     assert usage_object(translator.usage) == {
@@ -178,7 +179,7 @@ def test_a1_gemini_thinking_and_tool_call() -> None:
 
 
 def test_a1_stream_carries_index_id_and_signature() -> None:
-    translator, events = translate(frames_of(A1_GEMINI_TOOL_CALL))
+    _, events = translate(frames_of(A1_GEMINI_TOOL_CALL))
     chunks = render_stream(events)
     tool_delta = chunks[2]["choices"][0]["delta"]
     assert tool_delta == {
@@ -403,6 +404,13 @@ def test_signature_only_parts_produce_no_event() -> None:
         ThinkingSignature("sig")
     ]
     assert not translator.saw_output
+
+
+def test_a_notice_after_a_signature_only_part_is_still_caught() -> None:
+    translator = decoder()
+    translator.feed(frame({"text": "", "thought": True, "thoughtSignature": "sig"}))
+    with pytest.raises(UpstreamError):
+        translator.feed(frame({"text": "This version of Antigravity is no longer supported."}))
 
 
 def test_whitespace_delta_is_kept_and_empty_text_dropped() -> None:

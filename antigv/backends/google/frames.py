@@ -128,7 +128,8 @@ class FrameDecoder:
             if not isinstance(part, dict):
                 raise _malformed("part")
             events.extend(self._part_events(part))
-        if events:
+        # A signature alone is no output: the notice check waits for the first text.
+        if events and not all(isinstance(event, ThinkingSignature) for event in events):
             self._saw_output = True
         return events
 

@@ -114,21 +114,28 @@ def parse_chat_request(body: object) -> ChatRequest:
     max_tokens = _positive_int(body.get("max_tokens"), "max_tokens")
     max_completion_tokens = _positive_int(body.get("max_completion_tokens"), "max_completion_tokens")
     _int(body.get("n"), "n", lambda v: v == 1, "1 (several choices are not supported)")
+    # Fields are checked in this order, so a body with several faults names the same one as before.
+    system, turns = _parse_messages(body.get("messages"))
     stream = _bool(body.get("stream"), "stream")
     include_usage(body)
-    system, turns = _parse_messages(body.get("messages"))
+    temperature = _number(body.get("temperature"), "temperature", lambda v: 0 <= v <= 2, "between 0 and 2")
+    top_p = _number(body.get("top_p"), "top_p", lambda v: 0 < v <= 1, "greater than 0 and at most 1")
+    top_k = _positive_int(body.get("top_k"), "top_k")
+    stop = _parse_stop(body.get("stop"))
+    seed = _int(body.get("seed"), "seed", lambda v: _INT32[0] <= v <= _INT32[1], "a 32-bit integer")
+    effort = _parse_reasoning_effort(body.get("reasoning_effort"))
     generation = Generation(
-        temperature=_number(body.get("temperature"), "temperature", lambda v: 0 <= v <= 2, "between 0 and 2"),
-        top_p=_number(body.get("top_p"), "top_p", lambda v: 0 < v <= 1, "greater than 0 and at most 1"),
-        top_k=_positive_int(body.get("top_k"), "top_k"),
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
         max_tokens=max_completion_tokens if max_completion_tokens is not None else max_tokens,
-        stop=_parse_stop(body.get("stop")),
-        seed=_int(body.get("seed"), "seed", lambda v: _INT32[0] <= v <= _INT32[1], "a 32-bit integer"),
+        stop=stop,
+        seed=seed,
         frequency_penalty=_penalty(body.get("frequency_penalty"), "frequency_penalty"),
         presence_penalty=_penalty(body.get("presence_penalty"), "presence_penalty"),
         json_output=json_output,
         response_schema=response_schema,
-        thinking=ThinkingRequest(effort=_parse_reasoning_effort(body.get("reasoning_effort"))),
+        thinking=ThinkingRequest(effort=effort),
     )
     return ChatRequest(
         model=model,
