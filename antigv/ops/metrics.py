@@ -21,6 +21,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from antigv.appkeys import CONFIG, DB, METRICS
 from antigv.core.errors import Forbidden, ServiceUnavailable
 from antigv.protocols.auth import PUBLIC, access, authenticate
+from antigv.store.gauges import GaugeRepository
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -165,7 +166,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     db = request.app[DB]
     try:
-        metrics.database_gauges.snapshot = await db.one("metrics_snapshot") or {}
+        metrics.database_gauges.snapshot = await GaugeRepository(db).snapshot()
     except ServiceUnavailable:
         metrics.database_gauges.snapshot = {}
     metrics.database_gauges.pool = (db.pool.size, db.pool.freesize)
