@@ -53,6 +53,7 @@ from antigv.ops.embedded_pg import default_cluster
 from antigv.ops.lifecycle import Lifecycle
 from antigv.ops.metrics import setup as setup_metrics
 from antigv.ops.tasks import Task, TaskLoop, task_loop
+from antigv.protocols import streaming
 from antigv.protocols.admin import accounts, envelope, oauth, quotas, users
 from antigv.protocols.auth import KeyCache, auth_middleware
 from antigv.protocols.middleware import request_middleware
@@ -219,6 +220,7 @@ def create_app(config: Config, *, clock: Clock = SYSTEM_CLOCK) -> web.Applicatio
     users.setup(app)
     oauth.setup(app)
     accounts.setup(app)
+    streaming.setup(app)
     chat.setup(app)
     quotas.setup(app)
     models.setup(app)

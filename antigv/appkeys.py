@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from antigv.ops.metrics import Metrics
     from antigv.ops.tasks import TaskLoop
     from antigv.protocols.auth import KeyCache
-    from antigv.protocols.openai.chat import ShutdownCut
     from antigv.protocols.openai.models import ModelListCache
+    from antigv.protocols.streaming import ShutdownCut
     from antigv.protocols.surfaces import Surfaces
     from antigv.store.accounts import AccountRepository
     from antigv.store.db import Database

@@ -331,6 +331,10 @@ def _default_model_aliases() -> dict[str, str]:
         "claude-opus-4-5*": "claude-opus-4-6-thinking",
         "claude-sonnet-4-5*": "claude-sonnet-4-6",
         "gemini-3.5-flash-*": "gemini-3.7-flash-high",
+        # Claude clients' names (issue 13): undated 4.6 Opus is served by its thinking id,
+        # and Haiku, which the upstream does not serve, by a fast model.
+        "claude-opus-4-6*": "claude-opus-4-6-thinking",
+        "claude-haiku-*": "gemini-3-flash",
     }
 
 

@@ -131,6 +131,7 @@ API_ROWS = {
         "status",
         "latency_ms",
         "consumed_at",
+        "surface",
     ],
     UsageStats: [
         "total_requests",

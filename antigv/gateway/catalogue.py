@@ -8,6 +8,7 @@ thinking support and output limits, and which id a requested one is served as: t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -21,6 +22,9 @@ log = structlog.get_logger(__name__)
 
 # Alias chains longer than this are a configuration loop.
 _MAX_HOPS = 8
+# Anthropic's clients name snapshots with a date (claude-sonnet-4-5-20250929); the
+# upstream's ids carry none (PROTOCOL §13.4), so an unknown dated id is its undated one.
+_DATE_SUFFIX = re.compile(r"-\d{8}$")
 
 
 def parse_models(data: Mapping[str, Any]) -> dict[str, ModelInfo]:
@@ -115,7 +119,7 @@ class ModelCatalogue:
 
     def resolve(self, requested: str) -> str:
         """The id to send upstream for ``requested``; ModelRetired for a retired id with no successor."""
-        model = requested
+        model = requested if self.knows(requested) else _DATE_SUFFIX.sub("", requested)
         for _ in range(_MAX_HOPS):
             if model in self._retired:
                 replacement = self._retired[model]

@@ -128,9 +128,10 @@ class Gateway:
 
     @asynccontextmanager
     async def chat(
-        self, principal: Principal, request: ChatRequest, *, request_id: str, started: float
+        self, principal: Principal, request: ChatRequest, *, request_id: str, started: float, surface: str
     ) -> AsyncIterator[Reply]:
-        """The opened reply; leaving the block closes it, whatever the way out."""
+        """The opened reply; leaving the block closes it, whatever the way out.
+        ``surface`` names the client protocol, for the usage log and the metrics."""
         reply = await self._open(principal, request, started)
         status: str | None = None
         try:
@@ -144,7 +145,7 @@ class Gateway:
         finally:
             if status is None:
                 status = "ok" if reply.completed and not reply.failed else "error"
-            self._close(reply, principal, request_id, status)
+            self._close(reply, principal, request_id, status, surface)
 
     # --- opening -------------------------------------------------------------
 
@@ -347,11 +348,11 @@ class Gateway:
 
     # --- closing -------------------------------------------------------------
 
-    def _close(self, reply: Reply, principal: Principal, request_id: str, status: str) -> None:
+    def _close(self, reply: Reply, principal: Principal, request_id: str, status: str, surface: str) -> None:
         """Release the account and queue the usage row (never awaited by the client)."""
         reply.upstream.close()
         stream = "true" if reply.request.stream else "false"
-        self.metrics.chat_requests.labels(reply.model, stream, status).inc()
+        self.metrics.chat_requests.labels(reply.model, stream, status, surface).inc()
         account = reply.account
         self.router.release(account["account_id"])
         usage = reply.upstream.usage
@@ -368,6 +369,7 @@ class Gateway:
             completion_tokens=usage.completion_tokens,
             reasoning_tokens=usage.reasoning_tokens,
             total_tokens=usage.total_tokens,
+            surface=surface,
         )
         self.reservations.finished(reply.reservation, record)
         self._usage.record(record)

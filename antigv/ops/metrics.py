@@ -90,8 +90,8 @@ class Metrics:
         )
         self.chat_requests = Counter(
             "antigv_chat_requests",
-            "Chat completions by outcome",
-            ["model", "stream", "outcome"],
+            "Chat requests by outcome and client surface (chat_completions, messages)",
+            ["model", "stream", "outcome", "surface"],
             registry=registry,
         )
         self.overhead_seconds = Histogram(

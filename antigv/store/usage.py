@@ -26,6 +26,8 @@ class UsageRecord:
     completion_tokens: int = 0
     reasoning_tokens: int = 0
     total_tokens: int = 0
+    # The client protocol it came through: chat_completions | messages.
+    surface: str = "chat_completions"
     consumed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -49,6 +51,7 @@ class UsageRow:
     status: str
     latency_ms: int
     consumed_at: datetime
+    surface: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,7 @@ def batch_params(records: Sequence[UsageRecord]) -> dict[str, list[Any]]:
         "statuses": [r.status for r in records],
         "latencies": [r.latency_ms for r in records],
         "consumed_at": [r.consumed_at for r in records],
+        "surfaces": [r.surface for r in records],
     }
 
 

@@ -183,7 +183,7 @@ WHERE quota < max_quota
 -- One user's (or, for the admin without a user, everyone's) usage, newest first.
 SELECT log_id, user_id, account_id, model_name, quota_group, is_shared, prompt_tokens,
        completion_tokens, reasoning_tokens, total_tokens, quota_consumed, status, latency_ms,
-       consumed_at
+       consumed_at, surface
 FROM usage_log
 WHERE (%(user_id)s::bigint IS NULL OR user_id = %(user_id)s)
   AND (%(start)s::timestamptz IS NULL OR consumed_at >= %(start)s)

@@ -24,13 +24,8 @@ from antigv.config import DefaultsConfig
 from antigv.core.errors import InvalidRequest
 from antigv.core.models import ModelInfo
 from antigv.protocols.openai.errors import error_status
-from antigv.protocols.openai.parse import (
-    MAX_JSON_DEPTH,
-    MAX_MESSAGES,
-    MAX_TOOLS,
-    include_usage,
-    parse_chat_request,
-)
+from antigv.protocols.openai.parse import include_usage, parse_chat_request
+from antigv.protocols.validate import MAX_JSON_DEPTH, MAX_MESSAGES, MAX_TOOLS
 
 DEFAULTS = DefaultsConfig()
 PNG = "iVBORw0KGgo="

@@ -7,8 +7,8 @@ naming the field) and says what it asks in the core's terms. Pure.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NoReturn, cast
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import orjson
 
@@ -25,104 +25,54 @@ from antigv.core.conversation import (
     ToolUse,
     Turn,
 )
-from antigv.core.errors import InvalidRequest
+from antigv.protocols.validate import (
+    IMAGE_MIME_TYPES,
+    MAX_JSON_DEPTH,
+    MAX_MESSAGES,
+    MAX_TOOLS,
+    boolean,
+    check_depth,
+    fail,
+    integer,
+    looks_like_base64,
+    non_empty_string,
+    number,
+    optional_string,
+    positive_int,
+)
 
 # "function" is the legacy (pre-tools) spelling of a tool result.
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high")
 _MAX_STOP_SEQUENCES = 5
 _INT32 = (-(2**31), 2**31 - 1)
-# Bounds on the work one request may cause (issue 11 #12): far above any real
-# conversation, low enough that translating the largest accepted body takes milliseconds.
-MAX_MESSAGES = 10_000
-MAX_TOOLS = 512
-# Client JSON that is re-encoded upstream (tool-call arguments, tool and response
-# schemas) may nest this deep: orjson refuses to encode past 255 levels and the
-# upstream envelope wraps such values in about ten more.
-MAX_JSON_DEPTH = 128
 # Legacy function_call ids: the legacy API had none, tool results name the function.
 _LEGACY_CALL_ID = "call_legacy_{index}"
 
 _DATA_URI_HEADER = re.compile(r"data:image/([A-Za-z0-9.+-]+);base64,")
-_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-_IMAGE_MIME_TYPES = {
-    "jpeg": "image/jpeg",
-    "jpg": "image/jpeg",
-    "png": "image/png",
-    "gif": "image/gif",
-    "webp": "image/webp",
-}
-
-
-# ---------------------------------------------------------------------------
-# Validation
-
-
-def _fail(message: str, param: str | None) -> NoReturn:
-    raise InvalidRequest(message, param=param)
-
-
-def _number(value: object, param: str, accept: Callable[[float], bool], expected: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not accept(value):
-        _fail(f"{param} must be {expected}", param)
-    return value
-
-
-def _int(value: object, param: str, accept: Callable[[int], bool], expected: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not accept(value):
-        _fail(f"{param} must be {expected}", param)
-    return value
-
-
-def _positive_int(value: object, param: str) -> int | None:
-    return _int(value, param, lambda v: v > 0, "a positive integer")
-
-
-def _bool(value: object, param: str) -> bool:
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        _fail(f"{param} must be a boolean", param)
-    return value
-
-
-def _non_empty_string(value: object, param: str) -> str:
-    if not isinstance(value, str) or not value:
-        _fail(f"{param} must be a non-empty string", param)
-    return value
-
-
-def _optional_string(value: object, param: str) -> str | None:
-    if value is not None and not isinstance(value, str):
-        _fail(f"{param} must be a string", param)
-    return value
 
 
 def parse_chat_request(body: object) -> ChatRequest:
     """Validate a decoded chat-completions body. Unknown fields are ignored."""
     if not isinstance(body, dict):
-        _fail("the request body must be a JSON object", None)
-    model = _non_empty_string(body.get("model"), "model")
+        fail("the request body must be a JSON object", None)
+    model = non_empty_string(body.get("model"), "model")
     _reject_unsupported_outputs(body)
     tools = _parse_any_tools(body)
     tool_choice = _parse_any_tool_choice(body, tools)
     json_output, response_schema = _parse_response_format(body.get("response_format"))
-    max_tokens = _positive_int(body.get("max_tokens"), "max_tokens")
-    max_completion_tokens = _positive_int(body.get("max_completion_tokens"), "max_completion_tokens")
-    _int(body.get("n"), "n", lambda v: v == 1, "1 (several choices are not supported)")
+    max_tokens = positive_int(body.get("max_tokens"), "max_tokens")
+    max_completion_tokens = positive_int(body.get("max_completion_tokens"), "max_completion_tokens")
+    integer(body.get("n"), "n", lambda v: v == 1, "1 (several choices are not supported)")
     # Fields are checked in this order, so a body with several faults names the same one as before.
     system, turns = _parse_messages(body.get("messages"))
-    stream = _bool(body.get("stream"), "stream")
+    stream = boolean(body.get("stream"), "stream")
     include_usage(body)
-    temperature = _number(body.get("temperature"), "temperature", lambda v: 0 <= v <= 2, "between 0 and 2")
-    top_p = _number(body.get("top_p"), "top_p", lambda v: 0 < v <= 1, "greater than 0 and at most 1")
-    top_k = _positive_int(body.get("top_k"), "top_k")
+    temperature = number(body.get("temperature"), "temperature", lambda v: 0 <= v <= 2, "between 0 and 2")
+    top_p = number(body.get("top_p"), "top_p", lambda v: 0 < v <= 1, "greater than 0 and at most 1")
+    top_k = positive_int(body.get("top_k"), "top_k")
     stop = _parse_stop(body.get("stop"))
-    seed = _int(body.get("seed"), "seed", lambda v: _INT32[0] <= v <= _INT32[1], "a 32-bit integer")
+    seed = integer(body.get("seed"), "seed", lambda v: _INT32[0] <= v <= _INT32[1], "a 32-bit integer")
     effort = _parse_reasoning_effort(body.get("reasoning_effort"))
     generation = Generation(
         temperature=temperature,
@@ -154,12 +104,12 @@ def include_usage(body: dict[str, Any]) -> bool:
     if options is None:
         return False
     if not isinstance(options, dict):
-        _fail("stream_options must be an object", "stream_options")
-    return _bool(options.get("include_usage"), "stream_options.include_usage")
+        fail("stream_options must be an object", "stream_options")
+    return boolean(options.get("include_usage"), "stream_options.include_usage")
 
 
 def _penalty(value: object, param: str) -> float | None:
-    return _number(value, param, lambda v: -2 <= v <= 2, "between -2 and 2")
+    return number(value, param, lambda v: -2 <= v <= 2, "between -2 and 2")
 
 
 def _reject_unsupported_outputs(body: dict[str, Any]) -> None:
@@ -167,38 +117,16 @@ def _reject_unsupported_outputs(body: dict[str, Any]) -> None:
     for param in ("logprobs", "top_logprobs"):
         # false, 0 and null ask for nothing.
         if body.get(param):
-            _fail(f"{param} is not supported: the upstream returns no token log probabilities", param)
+            fail(f"{param} is not supported: the upstream returns no token log probabilities", param)
     if body.get("audio") is not None:
-        _fail("audio output is not supported; only text is returned", "audio")
+        fail("audio output is not supported; only text is returned", "audio")
     modalities = body.get("modalities")
     if modalities is None:
         return
     if not isinstance(modalities, list) or not all(isinstance(item, str) for item in modalities):
-        _fail("modalities must be an array of strings", "modalities")
+        fail("modalities must be an array of strings", "modalities")
     if "audio" in modalities:
-        _fail("audio output is not supported; only text is returned", "modalities")
-
-
-def _too_deep(value: object) -> bool:
-    """Whether ``value`` nests more than MAX_JSON_DEPTH arrays/objects (iterative: no recursion limit)."""
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            children: Any = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
-        if depth > MAX_JSON_DEPTH:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
-
-
-def _check_depth(value: object, param: str) -> None:
-    if _too_deep(value):
-        _fail(f"{param} nests deeper than {MAX_JSON_DEPTH} levels", param)
+        fail("audio output is not supported; only text is returned", "modalities")
 
 
 def _check_arguments_depth(arguments: str, param: str) -> None:
@@ -209,7 +137,7 @@ def _check_arguments_depth(arguments: str, param: str) -> None:
         value = orjson.loads(arguments)
     except orjson.JSONDecodeError:
         return  # unparsable arguments are sent as {} (PROTOCOL §3.1)
-    _check_depth(value, param)
+    check_depth(value, param)
 
 
 def _parse_stop(value: object) -> tuple[str, ...]:
@@ -223,14 +151,14 @@ def _parse_stop(value: object) -> tuple[str, ...]:
         and all(isinstance(item, str) for item in value)
     ):
         return tuple(value)
-    _fail(f"stop must be a string or an array of at most {_MAX_STOP_SEQUENCES} strings", "stop")
+    fail(f"stop must be a string or an array of at most {_MAX_STOP_SEQUENCES} strings", "stop")
 
 
 def _parse_reasoning_effort(value: object) -> Effort | None:
     if value is None:
         return None
     if not isinstance(value, str) or value not in _REASONING_EFFORTS:
-        _fail(f"reasoning_effort must be one of {', '.join(_REASONING_EFFORTS)}", "reasoning_effort")
+        fail(f"reasoning_effort must be one of {', '.join(_REASONING_EFFORTS)}", "reasoning_effort")
     return cast(Effort, value)
 
 
@@ -239,21 +167,21 @@ def _parse_response_format(value: object) -> tuple[bool, Mapping[str, Any] | Non
     if value is None:
         return False, None
     if not isinstance(value, dict):
-        _fail("response_format must be an object", "response_format")
+        fail("response_format must be an object", "response_format")
     kind = value.get("type")
     if kind == "text":
         return False, None
     if kind == "json_object":
         return True, None
     if kind != "json_schema":
-        _fail("response_format.type must be text, json_object or json_schema", "response_format.type")
+        fail("response_format.type must be text, json_object or json_schema", "response_format.type")
     spec = value.get("json_schema")
     if not isinstance(spec, dict):
-        _fail("response_format.json_schema must be an object", "response_format.json_schema")
+        fail("response_format.json_schema must be an object", "response_format.json_schema")
     schema = spec.get("schema")
     if not isinstance(schema, dict):
-        _fail("response_format.json_schema.schema must be an object", "response_format.json_schema.schema")
-    _check_depth(schema, "response_format.json_schema.schema")
+        fail("response_format.json_schema.schema must be an object", "response_format.json_schema.schema")
+    check_depth(schema, "response_format.json_schema.schema")
     return True, schema
 
 
@@ -263,7 +191,7 @@ def _parse_any_tools(body: dict[str, Any]) -> tuple[Tool, ...]:
     if functions is None:
         return _parse_tools(body.get("tools"), "tools", legacy=False)
     if body.get("tools") is not None:
-        _fail("send tools or the legacy functions, not both", "functions")
+        fail("send tools or the legacy functions, not both", "functions")
     return _parse_tools(functions, "functions", legacy=True)
 
 
@@ -271,38 +199,38 @@ def _parse_tools(value: object, param: str, *, legacy: bool) -> tuple[Tool, ...]
     if value is None:
         return ()
     if not isinstance(value, list):
-        _fail(f"{param} must be an array", param)
+        fail(f"{param} must be an array", param)
     if len(value) > MAX_TOOLS:
-        _fail(f"{param} may hold at most {MAX_TOOLS} functions", param)
+        fail(f"{param} may hold at most {MAX_TOOLS} functions", param)
     tools: list[Tool] = []
     seen: set[str] = set()
     for index, raw in enumerate(value):
         path = f"{param}[{index}]"
         if not isinstance(raw, dict):
-            _fail(f"{path} must be an object", path)
+            fail(f"{path} must be an object", path)
         if legacy:
             function, function_path = raw, path
         else:
             if raw.get("type") != "function":
-                _fail(f"{path}.type must be 'function'; other tool types are not supported", f"{path}.type")
+                fail(f"{path}.type must be 'function'; other tool types are not supported", f"{path}.type")
             function, function_path = raw.get("function"), f"{path}.function"
             if not isinstance(function, dict):
-                _fail(f"{function_path} must be an object", function_path)
+                fail(f"{function_path} must be an object", function_path)
         tool = _parse_function(function, function_path)
         if tool.name in seen:
-            _fail(f"{function_path}.name repeats the tool name {tool.name!r}", f"{function_path}.name")
+            fail(f"{function_path}.name repeats the tool name {tool.name!r}", f"{function_path}.name")
         seen.add(tool.name)
         tools.append(tool)
     return tuple(tools)
 
 
 def _parse_function(function: dict[str, Any], path: str) -> Tool:
-    name = _non_empty_string(function.get("name"), f"{path}.name")
+    name = non_empty_string(function.get("name"), f"{path}.name")
     parameters = function.get("parameters")
     if parameters is not None and not isinstance(parameters, dict):
-        _fail(f"{path}.parameters must be an object", f"{path}.parameters")
-    _check_depth(parameters, f"{path}.parameters")
-    description = _optional_string(function.get("description"), f"{path}.description")
+        fail(f"{path}.parameters must be an object", f"{path}.parameters")
+    check_depth(parameters, f"{path}.parameters")
+    description = optional_string(function.get("description"), f"{path}.description")
     return Tool(name=name, description=description, parameters=parameters)
 
 
@@ -312,18 +240,18 @@ def _parse_any_tool_choice(body: dict[str, Any], tools: Sequence[Tool]) -> ToolC
     if function_call is None:
         return _parse_tool_choice(body.get("tool_choice"), tools)
     if body.get("tool_choice") is not None:
-        _fail("send tool_choice or the legacy function_call, not both", "function_call")
+        fail("send tool_choice or the legacy function_call, not both", "function_call")
     if function_call in ("none", "auto"):
         return _parse_tool_choice(function_call, tools)
     if not isinstance(function_call, dict):
-        _fail("function_call must be 'none', 'auto' or {name}", "function_call")
-    name = _non_empty_string(function_call.get("name"), "function_call.name")
+        fail("function_call must be 'none', 'auto' or {name}", "function_call")
+    name = non_empty_string(function_call.get("name"), "function_call.name")
     return ToolChoice("any", _named_tool(name, tools, "function_call.name"))
 
 
 def _named_tool(name: str, tools: Sequence[Tool], param: str) -> str:
     if all(tool.name != name for tool in tools):
-        _fail(f"{param.split('.')[0]} names {name!r}, which is not among the tools", param)
+        fail(f"{param.split('.')[0]} names {name!r}, which is not among the tools", param)
     return name
 
 
@@ -334,14 +262,14 @@ def _parse_tool_choice(value: object, tools: Sequence[Tool]) -> ToolChoice:
         return ToolChoice("none")
     if value == "required":
         if not tools:
-            _fail("tool_choice 'required' needs at least one tool in tools", "tool_choice")
+            fail("tool_choice 'required' needs at least one tool in tools", "tool_choice")
         return ToolChoice("any")
     if isinstance(value, dict) and value.get("type") == "function":
         function = value.get("function")
         name = function.get("name") if isinstance(function, dict) else None
-        name = _non_empty_string(name, "tool_choice.function.name")
+        name = non_empty_string(name, "tool_choice.function.name")
         return ToolChoice("any", _named_tool(name, tools, "tool_choice.function.name"))
-    _fail(
+    fail(
         "tool_choice must be 'none', 'auto', 'required' or {type: 'function', function: {name}}",
         "tool_choice",
     )
@@ -350,9 +278,9 @@ def _parse_tool_choice(value: object, tools: Sequence[Tool]) -> ToolChoice:
 def _parse_messages(value: object) -> tuple[tuple[str, ...], tuple[Turn, ...]]:
     """(system texts, turns): system and developer messages instruct, the others converse."""
     if not isinstance(value, list) or not value:
-        _fail("messages must be a non-empty array", "messages")
+        fail("messages must be a non-empty array", "messages")
     if len(value) > MAX_MESSAGES:
-        _fail(f"messages may hold at most {MAX_MESSAGES} messages", "messages")
+        fail(f"messages may hold at most {MAX_MESSAGES} messages", "messages")
     # Tool calls of earlier assistant messages: every tool result must answer one.
     call_ids: set[str] = set()
     # Function name -> id of its latest call, for legacy results, which carry only the name.
@@ -367,7 +295,7 @@ def _parse_messages(value: object) -> tuple[tuple[str, ...], tuple[Turn, ...]]:
         for part in message.parts:
             if isinstance(part, ToolResult) and part.tool_use_id not in call_ids:
                 param = f"messages[{index}].tool_call_id"
-                _fail(f"{param} matches no tool call of an earlier assistant message", param)
+                fail(f"{param} matches no tool call of an earlier assistant message", param)
         for call in message.tool_uses:
             call_ids.add(call.id)
             latest_calls[call.name] = call.id
@@ -378,15 +306,15 @@ def _parse_messages(value: object) -> tuple[tuple[str, ...], tuple[Turn, ...]]:
 def _parse_message(raw: object, path: str, index: int, latest_calls: Mapping[str, str]) -> Turn | str:
     """A turn, or the text of a system message."""
     if not isinstance(raw, dict):
-        _fail(f"{path} must be an object", path)
+        fail(f"{path} must be an object", path)
     role = raw.get("role")
     if not isinstance(role, str) or role not in _ROLES:
-        _fail(f"{path}.role must be one of {', '.join(_ROLES)}", f"{path}.role")
+        fail(f"{path}.role must be one of {', '.join(_ROLES)}", f"{path}.role")
     content = _parse_content(raw.get("content"), f"{path}.content", images_allowed=role == "user")
     if role in ("system", "developer"):
         return "\n".join(part.text for part in content if isinstance(part, Text))
     if role == "assistant":
-        refusal = _optional_string(raw.get("refusal"), f"{path}.refusal")
+        refusal = optional_string(raw.get("refusal"), f"{path}.refusal")
         if refusal and not any(isinstance(part, Text) and part.text.strip() for part in content):
             # A refused turn keeps its words: the model should see what it said.
             content = (*content, Text(refusal))
@@ -396,12 +324,12 @@ def _parse_message(raw: object, path: str, index: int, latest_calls: Mapping[str
             tool_calls = (*tool_calls, legacy_call)
         return Turn("assistant", (*content, *tool_calls))
     if role == "tool":
-        call_id = _non_empty_string(raw.get("tool_call_id"), f"{path}.tool_call_id")
+        call_id = non_empty_string(raw.get("tool_call_id"), f"{path}.tool_call_id")
         return Turn("user", (ToolResult(call_id, content),))
     if role == "function":
-        name = _non_empty_string(raw.get("name"), f"{path}.name")
+        name = non_empty_string(raw.get("name"), f"{path}.name")
         if name not in latest_calls:
-            _fail(f"{path}.name matches no function call of an earlier assistant message", f"{path}.name")
+            fail(f"{path}.name matches no function call of an earlier assistant message", f"{path}.name")
         return Turn("user", (ToolResult(latest_calls[name], content),))
     return Turn("user", content)
 
@@ -410,9 +338,9 @@ def _parse_legacy_function_call(value: object, path: str, index: int) -> ToolUse
     if value is None:
         return None
     if not isinstance(value, dict):
-        _fail(f"{path} must be an object", path)
-    name = _non_empty_string(value.get("name"), f"{path}.name")
-    arguments = _optional_string(value.get("arguments"), f"{path}.arguments") or ""
+        fail(f"{path} must be an object", path)
+    name = non_empty_string(value.get("name"), f"{path}.name")
+    arguments = optional_string(value.get("arguments"), f"{path}.arguments") or ""
     _check_arguments_depth(arguments, f"{path}.arguments")
     return ToolUse(_LEGACY_CALL_ID.format(index=index), name, _arguments(arguments))
 
@@ -423,70 +351,60 @@ def _parse_content(value: object, path: str, *, images_allowed: bool) -> tuple[T
     if isinstance(value, str):
         return (Text(value),)
     if not isinstance(value, list):
-        _fail(f"{path} must be a string, an array of content parts or null", path)
+        fail(f"{path} must be a string, an array of content parts or null", path)
     return tuple(_parse_part(raw, f"{path}[{index}]", images_allowed) for index, raw in enumerate(value))
 
 
 def _parse_part(raw: object, path: str, images_allowed: bool) -> Text | Image:
     if not isinstance(raw, dict):
-        _fail(f"{path} must be an object", path)
+        fail(f"{path} must be an object", path)
     kind = raw.get("type")
     if kind == "text":
         text = raw.get("text")
         if not isinstance(text, str):
-            _fail(f"{path}.text must be a string", f"{path}.text")
+            fail(f"{path}.text must be a string", f"{path}.text")
         return Text(text)
     if kind == "image_url":
         if not images_allowed:
-            _fail(f"{path}: images are only accepted in user messages", f"{path}.type")
+            fail(f"{path}: images are only accepted in user messages", f"{path}.type")
         return _parse_image(raw.get("image_url"), f"{path}.image_url")
-    _fail(f"{path}.type must be 'text' or 'image_url'", f"{path}.type")
+    fail(f"{path}.type must be 'text' or 'image_url'", f"{path}.type")
 
 
 def _parse_image(value: object, path: str) -> Image:
     url = value.get("url") if isinstance(value, dict) else value
     if not isinstance(url, str):
-        _fail(f"{path} must be a data URI string or an object with a url", path)
+        fail(f"{path} must be a data URI string or an object with a url", path)
     if url[:8].lower().startswith(("http://", "https://")):
-        _fail("image URLs are not fetched; send a base64 data URI", path)
+        fail("image URLs are not fetched; send a base64 data URI", path)
     header = _DATA_URI_HEADER.match(url)
     if header is None:
-        _fail(f"{path} must be a data:image/<type>;base64,<data> URI", path)
-    mime_type = _IMAGE_MIME_TYPES.get(header.group(1).lower())
+        fail(f"{path} must be a data:image/<type>;base64,<data> URI", path)
+    mime_type = IMAGE_MIME_TYPES.get(header.group(1).lower())
     if mime_type is None:
-        _fail(f"image/{header.group(1)} is not supported; send jpeg, png, gif or webp", path)
+        fail(f"image/{header.group(1)} is not supported; send jpeg, png, gif or webp", path)
     data = url[header.end() :]
-    if not _looks_like_base64(data):
-        _fail(f"{path} does not hold valid base64 data", path)
+    if not looks_like_base64(data):
+        fail(f"{path} does not hold valid base64 data", path)
     return Image(mime_type, data)
-
-
-def _looks_like_base64(data: str) -> bool:
-    """Length, alphabet and padding only: decoding megabytes on every request costs too much."""
-    if not data or len(data) % 4 or not data.isascii():
-        return False
-    encoded = data.encode("ascii")
-    # bytes.translate is several times faster than a regex over megabytes.
-    padding = encoded.translate(None, _BASE64_ALPHABET)
-    return padding in (b"", b"=", b"==") and encoded.endswith(padding)
 
 
 def _parse_tool_calls(value: object, path: str) -> tuple[ToolUse, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
-        _fail(f"{path} must be an array", path)
+        fail(f"{path} must be an array", path)
     calls = []
     for index, raw in enumerate(value):
         call_path = f"{path}[{index}]"
         if not isinstance(raw, dict):
-            _fail(f"{call_path} must be an object", call_path)
-        call_id = _non_empty_string(raw.get("id"), f"{call_path}.id")
+            fail(f"{call_path} must be an object", call_path)
+        call_id = non_empty_string(raw.get("id"), f"{call_path}.id")
         function = raw.get("function")
         if not isinstance(function, dict):
-            _fail(f"{call_path}.function must be an object", f"{call_path}.function")
-        name = _non_empty_string(function.get("name"), f"{call_path}.function.name")
-        arguments = _optional_string(function.get("arguments"), f"{call_path}.function.arguments")
+            fail(f"{call_path}.function must be an object", f"{call_path}.function")
+        name = non_empty_string(function.get("name"), f"{call_path}.function.name")
+        arguments = optional_string(function.get("arguments"), f"{call_path}.function.arguments")
         _check_arguments_depth(arguments or "", f"{call_path}.function.arguments")
         calls.append(ToolUse(call_id, name, _arguments(arguments or ""), _carried_thought_signature(raw)))
     return tuple(calls)

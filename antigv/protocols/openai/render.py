@@ -116,6 +116,9 @@ class StreamRenderer:
     def start(self) -> bytes:
         return self._choice_chunk(b'{"role":"assistant","content":""}', b"null")
 
+    def open(self, first: Iterable[Event]) -> bytes:
+        return self.start() + self.render(first)
+
     def render(self, events: Iterable[Event]) -> bytes:
         return b"".join(self._event_chunk(event) for event in events)
 
