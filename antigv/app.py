@@ -55,6 +55,7 @@ from antigv.ops.metrics import setup as setup_metrics
 from antigv.ops.tasks import Task, TaskLoop, task_loop
 from antigv.protocols import streaming
 from antigv.protocols.admin import accounts, envelope, oauth, quotas, users
+from antigv.protocols.anthropic import messages
 from antigv.protocols.auth import KeyCache, auth_middleware
 from antigv.protocols.middleware import request_middleware
 from antigv.protocols.openai import chat, models
@@ -222,6 +223,7 @@ def create_app(config: Config, *, clock: Clock = SYSTEM_CLOCK) -> web.Applicatio
     accounts.setup(app)
     streaming.setup(app)
     chat.setup(app)
+    messages.setup(app)
     quotas.setup(app)
     models.setup(app)
     if not config.security.token_encryption_key:

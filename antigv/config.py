@@ -103,6 +103,9 @@ class ServerConfig:
     shutdown_timeout: float = field(default=30.0, metadata=_check(_non_negative, "must be >= 0"))
     # Seconds a request body may take to arrive; a slower one is a 408 (issue 11 item 24).
     body_timeout: float = field(default=30.0, metadata=_check(_positive, "must be > 0"))
+    # Seconds of silence after which a /v1/messages stream gets a ping event, as Anthropic
+    # sends them while the model thinks (0 = none).
+    stream_ping_interval: float = field(default=10.0, metadata=_check(_non_negative, "must be >= 0"))
 
 
 @dataclass(frozen=True)

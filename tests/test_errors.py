@@ -135,7 +135,7 @@ async def test_unknown_route_is_404_without_a_key(client):
     # Outside /api/ the shape is OpenAI's alone.
     error = await error_of(await client.post("/v1/no-such-thing", json={}), 404, api=False)
     assert error["code"] == "unknown_route"
-    error = await error_of(await client.get("/"), 404, api=False)
+    error = await error_of(await client.get("/v2"), 404, api=False)
     assert error["code"] == "unknown_route"
 
 

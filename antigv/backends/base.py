@@ -83,6 +83,11 @@ class Backend(Protocol):
         """Send the request on ``account``; raises UpstreamFailure when the upstream refuses."""
         ...
 
+    async def count_tokens(self, account: Account, prepared: Prepared) -> int:
+        """The upstream's count of the prepared request's input tokens on ``account``;
+        raises UpstreamFailure or CredentialsFailed when it cannot say."""
+        ...
+
     async def repair(self, account: Account, within: float) -> bool:
         """Try to mend an account whose project or permission was refused; True when it
         changed (the account row is updated in place) and is worth another try."""

@@ -129,6 +129,9 @@ class ChatRequest:
     tool_choice: ToolChoice = field(default_factory=ToolChoice)
     generation: Generation = field(default_factory=Generation)
     stream: bool = False
+    # How the ids the gateway invents for tool calls the upstream left unnamed begin, as the
+    # client's protocol writes them (OpenAI "call_", Anthropic "toolu_").
+    tool_call_id_prefix: str = "call_"
 
     def tool_uses(self) -> list[ToolUse]:
         return [use for turn in self.turns for use in turn.tool_uses]

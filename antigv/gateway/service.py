@@ -22,6 +22,7 @@ from antigv.backends.base import Account, Backend, BackendReply, Prepared
 from antigv.config import Config
 from antigv.core.conversation import ChatRequest
 from antigv.core.errors import GatewayError, ModelRetired, RateLimited, UpstreamError
+from antigv.core.estimate import estimate_input_tokens
 from antigv.core.events import Event
 from antigv.core.failures import CredentialsFailed, FailureKind, UpstreamFailure, client_error
 from antigv.core.principal import Principal
@@ -146,6 +147,29 @@ class Gateway:
             if status is None:
                 status = "ok" if reply.completed and not reply.failed else "error"
             self._close(reply, principal, request_id, status, surface)
+
+    async def count_tokens(self, principal: Principal, request: ChatRequest) -> tuple[int, bool]:
+        """(input tokens of ``request``, whether the upstream counted them): the upstream's
+        count on the account a chat would use (PROTOCOL §13.10), else the core's estimate."""
+        request = dataclasses.replace(request, model=self._catalogue.resolve(request.model))
+        model = request.model
+        quota_group = self._config.quotas.group_of(model)
+        rows = await self.router.candidates(principal, model, quota_group)
+        ranking = rank_candidates(
+            rows,
+            user_id=principal.user_id,
+            prefer_shared=bool(principal.prefer_shared),
+            inflight=self.router.inflight,
+            pool_reserved=self.reservations.reserved(principal.user_id, quota_group),
+        )
+        if ranking.accounts:
+            prepared = self._backend.prepare(request, {}, self._catalogue.info(model))
+            try:
+                async with asyncio.timeout(self._config.upstream.first_byte_timeout):
+                    return await self._backend.count_tokens(ranking.accounts[0], prepared), True
+            except (UpstreamFailure, CredentialsFailed, TimeoutError) as exc:
+                log.info("count_tokens_estimated", model=model, error=type(exc).__name__)
+        return estimate_input_tokens(request), False
 
     # --- opening -------------------------------------------------------------
 

@@ -82,12 +82,16 @@ class KeyCache:
             del self._entries[digest]
 
 
-def bearer_token(request: web.Request) -> str | None:
+def api_key(request: web.Request) -> str | None:
+    """The key of ``Authorization: Bearer <key>`` or, as Anthropic's SDKs send it, ``x-api-key``."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    token = token.strip()
+    if scheme.lower() == "bearer" and token.strip():
+        token = token.strip()
+    else:
+        token = request.headers.get("x-api-key", "").strip()
+        if not token:
+            return None
     if not token.isascii():
         # Keys are ASCII. aiohttp decodes other bytes as surrogates, which no digest
         # can take (issue 11 #17): such a key is simply a wrong one.
@@ -115,9 +119,12 @@ async def resolve_key(users: UserRepository, cache: KeyCache, key: str) -> KeyOw
 
 
 async def authenticate(request: web.Request) -> Principal:
-    token = bearer_token(request)
+    token = api_key(request)
     if token is None:
-        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key")
+        raise Unauthorized(
+            "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
+            code="missing_api_key",
+        )
     app = request.app
     if is_admin_key(token, app[CONFIG].security.admin_api_key):
         return Principal(user_id=None, is_admin=True, name="admin")

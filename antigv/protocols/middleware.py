@@ -69,8 +69,11 @@ def _as_api_error(request: web.Request, exc: Exception, request_id: str) -> Gate
 
 
 def error_response(request: web.Request, error: GatewayError, request_id: str) -> web.Response:
-    status, body = request.app[SURFACES].error_shape(request.path)(error)
+    surfaces = request.app[SURFACES]
+    status, body = surfaces.error_shape(request.path)(error)
     headers = {"X-Request-Id": request_id, **error.headers}
+    for name in surfaces.request_id_headers(request.path):
+        headers[name] = request_id
     if error.retry_after is not None:
         # Rounding up: a client told to wait less than needed only earns another 429.
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
@@ -118,6 +121,8 @@ async def request_middleware(
                 await _answer_and_close(request, response)
         if not response.prepared:
             response.headers["X-Request-Id"] = request_id
+            for name in request.app[SURFACES].request_id_headers(request.path):
+                response.headers[name] = request_id
         duration = time.perf_counter() - started
         route = route_label(request)
         metrics = request.app[METRICS]

@@ -114,13 +114,14 @@ class E2E:
 
     # --- gateways and users --------------------------------------------------
 
-    async def new_gateway(self, **upstream: Any) -> Gateway:
+    async def new_gateway(self, *, server: dict[str, Any] | None = None, **upstream: Any) -> Gateway:
         base = self.double.base_url
         assert base is not None
         config = make_config(
             self.db_dsn,
             upstream={"base_urls": [base], "first_byte_timeout": 5, "idle_timeout": 2, **upstream},
             oauth={"token_url": base + "/token"},
+            server=server or {},
         )
         app = create_app(config, clock=self.clock.clock())
         server = await self._aiohttp_server(app)

@@ -140,8 +140,24 @@ class AntigravityBackend:
             envelope.placeholder_tools,
             models.PLACEHOLDER_ARGUMENT,
             check_first_text=reject_notices,
+            tool_call_id_prefix=envelope.tool_call_id_prefix,
         )
         return AntigravityReply(stream, decoder)
+
+    async def count_tokens(self, account: Account, prepared: Prepared) -> int:
+        """``countTokens`` with the envelope's model and contents (PROTOCOL §13.10)."""
+        envelope: UpstreamRequest = prepared.payload
+        inner = envelope.body["request"]
+        payload: dict[str, Any] = {"request": {"model": envelope.model, "contents": inner["contents"]}}
+        try:
+            token = await self._tokens.access_token(account)
+        except (AccountRevoked, RefreshFailed) as exc:
+            raise CredentialsFailed(str(exc)) from exc
+        answer = await self._upstream.call("countTokens", token, payload)
+        total = answer.get("totalTokens")
+        if isinstance(total, bool) or not isinstance(total, int | str) or not str(total).isdigit():
+            raise UpstreamFailure(FailureKind.SERVER_ERROR, 502, "countTokens answered without totalTokens")
+        return int(total)
 
     async def repair(self, account: Account, within: float) -> bool:
         """Ask loadCodeAssist for the account's project again; True when it changed (now stored).

@@ -15,10 +15,10 @@ from typing import Any
 
 from antigv.backends.antigravity import models
 from antigv.backends.base import ToolCallSignature
-from antigv.backends.google.contents import ToolNames, encode_contents, tool_declaration
+from antigv.backends.google.contents import ToolNames, encode_contents, signed_thinking, tool_declaration
 from antigv.backends.google.schema import sanitize_schema
 from antigv.config import DefaultsConfig
-from antigv.core.conversation import ChatRequest, ToolResult, ToolUse
+from antigv.core.conversation import ChatRequest, ToolResult, Turn
 from antigv.core.models import ModelInfo
 
 
@@ -33,6 +33,8 @@ class UpstreamRequest:
     session_key: str
     # Upstream names of tools given the placeholder argument (dropped from their calls).
     placeholder_tools: frozenset[str] = frozenset()
+    # How ids invented for unnamed calls in the reply begin (the client's protocol's form).
+    tool_call_id_prefix: str = "call_"
 
 
 SKIP_THOUGHT_SIGNATURE = "skip_thought_signature_validator"
@@ -113,13 +115,16 @@ def build_upstream_request(
     placeholder_tools = frozenset()
     if models.needs_placeholder_argument(upstream_model):
         placeholder_tools = _add_placeholder_arguments(declarations)
-    call_signatures = {} if family == "claude" else _function_call_signatures(req.tool_uses(), signatures)
-    contents = encode_contents(req.turns, names, call_signatures)
+    claude = family == "claude"
+    call_signatures = {} if claude else _function_call_signatures(req.turns, signatures)
+    contents = encode_contents(req.turns, names, call_signatures, signed_thoughts=claude)
 
     thinking = _requested_thinking(req, thinking_rules, model_info)
-    if family == "claude":
+    if claude:
         if thinking is not None and not _start_tool_turns_with_thinking(contents, signatures):
             thinking = None
+        if thinking is None:
+            _drop_thoughts(contents)
     elif models.requires_thought_signature(upstream_model):
         _sign_first_function_calls(contents)
     if contents[-1]["role"] == "model":
@@ -166,6 +171,7 @@ def build_upstream_request(
         tool_names=names.originals,
         session_key=digest.hex(),
         placeholder_tools=placeholder_tools,
+        tool_call_id_prefix=req.tool_call_id_prefix,
     )
 
 
@@ -232,18 +238,23 @@ def _function_calling_config(req: ChatRequest, names: ToolNames) -> dict[str, An
 
 
 def _function_call_signatures(
-    calls: Sequence[ToolUse], stored: Mapping[str, ToolCallSignature]
+    turns: Sequence[Turn], stored: Mapping[str, ToolCallSignature]
 ) -> dict[str, str]:
-    """Signatures for non-Claude function-call parts: the client's copy, else the store's."""
+    """Signatures for non-Claude function-call parts: the call's own copy from the client,
+    else the store's, else (first call of a turn) the signed thinking block the client
+    carried back with the turn, where Anthropic's clients keep it (PROTOCOL §3.5)."""
     found: dict[str, str] = {}
-    for call in calls:
-        if call.signature is not None:
-            found[call.id] = call.signature
-        else:
+    for turn in turns:
+        thought = signed_thinking(turn) if turn.role == "assistant" else None
+        for position, call in enumerate(turn.tool_uses):
             entry = stored.get(call.id)
+            if call.signature is not None:
+                found[call.id] = call.signature
             # An entry with thinking text is a Claude signature, which other families reject.
-            if entry is not None and entry.thinking is None:
+            elif entry is not None and entry.thinking is None:
                 found[call.id] = entry.signature
+            elif position == 0 and thought is not None and thought.signature:
+                found[call.id] = thought.signature
     return found
 
 
@@ -257,14 +268,17 @@ def _sign_first_function_calls(contents: list[dict[str, Any]]) -> None:
 def _start_tool_turns_with_thinking(
     contents: list[dict[str, Any]], stored: Mapping[str, ToolCallSignature]
 ) -> bool:
-    """Open each replayed tool-call turn with its signed thinking, as Claude demands.
+    """Open each replayed tool-call turn with its signed thinking, as Claude demands
+    (PROTOCOL §3.5): the store's (it knows which family signed), else the one the client
+    carried back (already the turn's first part).
 
-    Returns False, changing nothing, when any such turn has no stored Claude
-    signature; the caller must then switch thinking off.
+    Returns False, changing nothing, when any such turn has neither; the caller must
+    then switch thinking off.
     """
     turns = []
     for content in contents:
-        call_ids = [part["functionCall"]["id"] for part in content["parts"] if "functionCall" in part]
+        parts = content["parts"]
+        call_ids = [part["functionCall"]["id"] for part in parts if "functionCall" in part]
         if not call_ids:
             continue
         entry = next(
@@ -275,14 +289,26 @@ def _start_tool_turns_with_thinking(
             ),
             None,
         )
-        if entry is None:
+        if entry is None and not parts[0].get("thought"):
             return False
         turns.append((content, entry))
     for content, entry in turns:
-        content["parts"].insert(
-            0, {"thought": True, "text": entry.thinking, "thoughtSignature": entry.signature}
-        )
+        if entry is None:
+            continue
+        thought = {"thought": True, "text": entry.thinking, "thoughtSignature": entry.signature}
+        parts = content["parts"]
+        if parts[0].get("thought"):
+            parts[0] = thought
+        else:
+            parts.insert(0, thought)
     return True
+
+
+def _drop_thoughts(contents: list[dict[str, Any]]) -> None:
+    """Thinking off: no replayed thought goes to Claude."""
+    for content in contents:
+        if any(part.get("thought") for part in content["parts"]):
+            content["parts"] = [part for part in content["parts"] if not part.get("thought")]
 
 
 # Families whose generationConfig takes frequencyPenalty/presencePenalty: Gemini's does

@@ -70,8 +70,10 @@ class FrameDecoder:
         placeholder_tools: frozenset[str] = frozenset(),
         placeholder_argument: str = "",
         check_first_text: Callable[[str], None] | None = None,
+        tool_call_id_prefix: str = "call_",
     ) -> None:
         self._tool_names = tool_names or {}
+        self._tool_call_id_prefix = tool_call_id_prefix
         # The backend's test of a reply's first text: a notice sent as an answer raises.
         self._check_first_text = check_first_text
         # Tools whose calls carry the placeholder argument the request added (PROTOCOL §13.5).
@@ -206,7 +208,9 @@ class FrameDecoder:
     def _tool_call(self, call: Any, own_signature: str | None) -> list[Event]:
         if not isinstance(call, dict):
             raise _malformed("functionCall")
-        call_id = call.get("id") or f"call_{secrets.token_hex(12)}"  # Gemini may omit ids
+        call_id = (
+            call.get("id") or f"{self._tool_call_id_prefix}{secrets.token_hex(12)}"
+        )  # Gemini may omit ids
         name = call.get("name") or ""
         args = call.get("args") or {}
         if not (isinstance(call_id, str) and isinstance(name, str) and isinstance(args, dict)):
