@@ -334,9 +334,11 @@ def _default_model_aliases() -> dict[str, str]:
         "claude-opus-4-5*": "claude-opus-4-6-thinking",
         "claude-sonnet-4-5*": "claude-sonnet-4-6",
         "gemini-3.5-flash-*": "gemini-3.7-flash-high",
-        # Claude clients' names (issue 13): undated 4.6 Opus is served by its thinking id,
-        # and Haiku, which the upstream does not serve, by a fast model.
-        "claude-opus-4-6*": "claude-opus-4-6-thinking",
+        # Claude clients' names (issue 13): Claude Code's default is a newer model than the
+        # upstream serves (claude-opus-5-5 in 2.1.332); a family's ids the upstream does not
+        # offer go to its model, and Haiku, which it does not serve, to a fast one.
+        "claude-opus-*": "claude-opus-4-6-thinking",
+        "claude-sonnet-*": "claude-sonnet-4-6",
         "claude-haiku-*": "gemini-3-flash",
     }
 

@@ -12,7 +12,8 @@ which also counts upstream calls); the null proxy (bench/null_proxy.py); the gat
 Targets: **direct** (clients speak v1internal to the double, with the very body the
 gateway would send), **null** (the same through a 30-line aiohttp pass-through),
 **gw-stream** and **gw-unary** (OpenAI chat completions through the gateway; usage
-rows are recorded). Rounds run every concurrency level, and within each level every
+rows are recorded), **gw-messages** (Anthropic's ``POST /v1/messages``, streamed, the
+same model and prompt through the same gateway). Rounds run every concurrency level, and within each level every
 target in an order rotated per round, so the machine's noise falls on all alike.
 Then 1,000 streams are held open at once against each streaming target for memory.
 Results go to BENCHMARKS.md and stdout; raw samples, logs and profiles to bench/results/.
@@ -56,8 +57,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 MODEL = "gemini-3-flash"
 PROMPT = "Say hello to the benchmark."
 ACCOUNTS = 4
-TARGETS = ("direct", "null", "gw-stream", "gw-unary")
-STREAM_TARGETS = ("direct", "null", "gw-stream")
+TARGETS = ("direct", "null", "gw-stream", "gw-messages", "gw-unary")
+STREAM_TARGETS = ("direct", "null", "gw-stream", "gw-messages")
+MESSAGES_MAX_TOKENS = 1024  # Anthropic requires max_tokens; the upstream body differs only there
 LEVELS = (1, 16, 64)
 OPEN_STREAMS = 1000
 # The memory phase slows the frames so that the first streams are still open when the last open.
@@ -320,6 +322,16 @@ def openai_body(stream: bool) -> dict[str, Any]:
     return body
 
 
+def anthropic_body() -> dict[str, Any]:
+    """The Messages API twin of the streaming chat request: same model, same prompt."""
+    return {
+        "model": MODEL,
+        "max_tokens": MESSAGES_MAX_TOKENS,
+        "stream": True,
+        "messages": [{"role": "user", "content": PROMPT}],
+    }
+
+
 def upstream_body() -> bytes:
     """Exactly what the gateway sends upstream for the benchmark's chat request."""
     import orjson
@@ -446,6 +458,9 @@ class Bench:
         ubody = upstream_body()
         gw_headers = {"Content-Type": "application/json", "Authorization": f"Bearer {user['api_key']}"}
         chat = "/v1/chat/completions"
+        # As Anthropic's SDKs send it: the key in x-api-key, plus the API version.
+        msg_headers = {"Content-Type": "application/json", "x-api-key": user["api_key"],
+                       "anthropic-version": "2023-06-01"}  # fmt: skip
         self.targets = {
             "direct": Target("direct", up_port, http_request(path, up_port, direct_headers, ubody),
                              "usageMetadata", self.upstream),
@@ -453,6 +468,9 @@ class Bench:
                            "usageMetadata", null),
             "gw-stream": Target("gw-stream", gw_port, http_request(chat, gw_port, gw_headers,
                                 json.dumps(openai_body(True)).encode()), "[DONE]", self.gateway, OVERHEAD_HEADER),
+            "gw-messages": Target("gw-messages", gw_port, http_request("/v1/messages", gw_port, msg_headers,
+                                  json.dumps(anthropic_body()).encode()), "message_stop", self.gateway,
+                                  OVERHEAD_HEADER),
             "gw-unary": Target("gw-unary", gw_port, http_request(chat, gw_port, gw_headers,
                                json.dumps(openai_body(False)).encode()), '"usage"', self.gateway, OVERHEAD_HEADER),
         }  # fmt: skip
@@ -577,7 +595,7 @@ format = "json"
         ttfb = sorted(s[0] for s in samples)
         total = sorted(s[1] for s in samples)
         print(
-            f"  {target.name:9} c={concurrency:<4} {phase.requests:6} ok {errors:4} err {rps:7.1f} req/s  "
+            f"  {target.name:11} c={concurrency:<4} {phase.requests:6} ok {errors:4} err {rps:7.1f} req/s  "
             f"p50 {pct(total, 50):7.2f}  p99 {pct(total, 99):7.2f}  ttfb p50 {pct(ttfb, 50):7.2f} ms  "
             f"cpu {phase.server_cpu:5.2f} s  rss {phase.peak_rss_kb / 1024:5.0f} MB"
             + (f"  open {phase.max_open}" if one_shot else "")
@@ -971,19 +989,66 @@ def ratio_table(rows: dict, levels: list[int]) -> list[str]:
 
 def beyond_null_table(rows: dict, levels: list[int]) -> list[str]:
     out = [
-        "| conc | TTFB p50 | TTFB p99 | p50 | p99 | server CPU ms/req |",
-        "|--:|--:|--:|--:|--:|--:|",
+        "| target | conc | TTFB p50 | TTFB p99 | p50 | p99 | server CPU ms/req |",
+        "|---|--:|--:|--:|--:|--:|--:|",
     ]
     for level in levels:
-        g, n = rows.get(("gw-stream", level)), rows.get(("null", level))
-        if g is None or n is None:
+        for name in ("gw-stream", "gw-messages"):
+            g, n = rows.get((name, level)), rows.get(("null", level))
+            if g is None or n is None:
+                continue
+            out.append(
+                f"| {name} | {level} | {signed(added(rows, name, level, 50, 'ttfbs', 'null'))} "
+                f"| {signed(added(rows, name, level, 99, 'ttfbs', 'null'))} "
+                f"| {signed(added(rows, name, level, 50, base='null'))} "
+                f"| {signed(added(rows, name, level, 99, base='null'))} | {signed(g.cpu_ms - n.cpu_ms, 3)} |"
+            )
+    return out
+
+
+# (label, Row attribute, digits) of the messages-vs-chat table.
+_MESSAGES_METRICS = (
+    ("throughput req/s", "rps", 1),
+    ("TTFB p50", "ttfb50", 2),
+    ("TTFB p99", "ttfb99", 2),
+    ("p50 latency", "p50", 2),
+    ("p99 latency", "p99", 2),
+    ("server CPU ms/req", "cpu_ms", 3),
+    ("PG CPU ms/req", "pg_cpu_ms", 3),
+    ("gateway-reported overhead p50", "overhead50", 2),
+    ("gateway-reported overhead p99", "overhead99", 2),
+    ("peak RSS MB", "rss_mb", 1),
+)
+
+
+def messages_table(rows: dict, levels: list[int]) -> list[str]:
+    """gw-messages beside gw-stream: the same model, prompt, gateway and upstream frames."""
+    out = [
+        "| conc | metric | gw-stream (chat completions) | gw-messages (/v1/messages) | messages / chat "
+        "| messages − chat | messages added vs direct |",
+        "|--:|---|--:|--:|--:|--:|--:|",
+    ]
+    direct_based = {
+        "ttfb50": (50, "ttfbs"),
+        "ttfb99": (99, "ttfbs"),
+        "p50": (50, "totals"),
+        "p99": (99, "totals"),
+    }
+    for level in levels:
+        c, m = rows.get(("gw-stream", level)), rows.get(("gw-messages", level))
+        if c is None or m is None:
             continue
-        out.append(
-            f"| {level} | {signed(added(rows, 'gw-stream', level, 50, 'ttfbs', 'null'))} "
-            f"| {signed(added(rows, 'gw-stream', level, 99, 'ttfbs', 'null'))} "
-            f"| {signed(added(rows, 'gw-stream', level, 50, base='null'))} "
-            f"| {signed(added(rows, 'gw-stream', level, 99, base='null'))} | {signed(g.cpu_ms - n.cpu_ms, 3)} |"
-        )
+        for label, attr, digits in _MESSAGES_METRICS:
+            a, b = getattr(c, attr), getattr(m, attr)
+            ratio = "–" if a != a or b != b or not a else f"{b / a:.2f}"
+            vs_direct = ""
+            if attr in direct_based:
+                q, which = direct_based[attr]
+                vs_direct = signed(added(rows, "gw-messages", level, q, which))
+            out.append(
+                f"| {level} | {label} | {fmt(a, digits)} | {fmt(b, digits)} | {ratio} "
+                f"| {signed(b - a, digits)} | {vs_direct} |"
+            )
     return out
 
 
@@ -1023,6 +1088,14 @@ def evaluate(rows: dict, db: dict, open_phases: dict[str, Phase]) -> list[tuple[
     s99, su99 = added(rows, "gw-stream", 64, 99), added(rows, "gw-unary", 64, 99)
     checks.append(("added p99 at c=64: stream / unary", "<= 50 ms", f"{signed(s99, 1)} / {signed(su99, 1)} ms",
                    ok(s99, su99, limit=LIMITS["added_p99_c64_ms"])))  # fmt: skip
+    if ("gw-messages", 1) in rows or ("gw-messages", 64) in rows:
+        m50, m99 = added(rows, "gw-messages", 1, 50, "ttfbs"), added(rows, "gw-messages", 1, 99, "ttfbs")
+        gm = rows.get(("gw-messages", 64))
+        mshare = gm.rps / gs.rps if gm and gs and gs.rps else float("nan")
+        checks.append(("(for reference) /v1/messages stream: added first byte at c=1 p50 / p99; "
+                       "throughput at c=64 as a share of chat completions' stream", "for reference",
+                       f"{signed(m50)} / {signed(m99)} ms; {mshare * 100:.0f}% "
+                       f"({fmt(gm.rps if gm else math.nan)} vs {fmt(gs.rps if gs else math.nan)} req/s)", None))  # fmt: skip
     n = max(db["requests"], 1)
 
     def per(where: str) -> float:
@@ -1109,6 +1182,10 @@ def render(bench: Bench, rows: dict, db: dict | None, open_phases: dict[str, Pha
         f"process, with {ACCOUNTS} accounts, API-key auth, usage rows written (batched), logging at warning and "
         "background tasks off. The gateway always streams from upstream, so gw-unary is compared with "
         "direct streaming.",
+        f"- **gw-messages**: Anthropic's `POST /v1/messages` through the same gateway process, `{MODEL}`, the "
+        f"same user message, `max_tokens: {MESSAGES_MAX_TOKENS}`, `stream: true`, the key in `x-api-key`; a "
+        "good response ends with `message_stop`. Its upstream body differs from the chat request's only in "
+        "`maxOutputTokens`, so direct is its baseline too, and the double answers both with the same frames.",
         "- **Load**: `bench/loadgen.py`, an asyncio (uvloop) closed-loop generator in its own process (two at "
         "concurrency 64), one keep-alive HTTP/1.1 connection per concurrent client, each a raw "
         "`asyncio.Protocol` that frames the response (chunked or Content-Length) and checks its end. Not "
@@ -1149,8 +1226,13 @@ def render(bench: Bench, rows: dict, db: dict | None, open_phases: dict[str, Pha
     lines += cost_table(rows, levels)
     lines += ["", "## Ratios (same run)", ""]
     lines += ratio_table(rows, levels)
-    lines += ["", "The gateway beyond the null proxy (gw-stream minus null, same run):", ""]
+    lines += ["", "The gateway beyond the null proxy (target minus null, same run):", ""]
     lines += beyond_null_table(rows, levels)
+    if any(k[0] == "gw-messages" for k in rows):
+        lines += ["", "## /v1/messages vs /v1/chat/completions, streaming (same run)", "",
+                  "Both through the same gateway process, same model and prompt, interleaved in every round; "
+                  "`messages added vs direct` is gw-messages' percentile minus direct's.", ""]  # fmt: skip
+        lines += messages_table(rows, levels)
     if open_phases:
         lines += ["", f"## {OPEN_STREAMS} concurrent open streams", "",
                   "| target | streams ok | errors | open at once | peak RSS MB (server process) | server CPU s |",
@@ -1192,7 +1274,7 @@ def hold(bench: Bench) -> int:
         spec = bench.work / f"hold-{t.name}.json"
         spec.write_text(json.dumps({"host": "127.0.0.1", "port": t.port, "request": t.request, "expect": t.expect,
                                     "header": t.header, "concurrency": 64, "duration": 10}))  # fmt: skip
-        print(f"{t.name:9} pid {t.server.pid:7}  port {t.port}  load: {PY} -m bench.loadgen {spec}")
+        print(f"{t.name:11} pid {t.server.pid:7}  port {t.port}  load: {PY} -m bench.loadgen {spec}")
     print(f"control: {bench.control}  postgres: {bench.pg.cluster.dsn()}", flush=True)
 
     def interrupt(*_: Any) -> None:

@@ -14,6 +14,10 @@ Measured with strace on 2.1.332: the only connection it opens is to the base URL
     assert run.ok, run.describe()
     run.result_text  # the ``result`` event's text
 
+:class:`RecordingProxy` sits between the CLI and the gateway and keeps each exchange (the
+request as Claude Code sent it, the gateway's status, headers and body), so a failure can
+show both sides.
+
 ``--dangerously-skip-permissions`` refuses to run as root (unless ``IS_SANDBOX=1``); tests
 that need a tool pass ``--allowedTools <name>`` instead, and Read needs nothing for a file
 under ``cwd``.
@@ -33,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import ClientSession, ClientTimeout, web
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BIN = ROOT / ".venv" / "claude-code" / "node_modules" / ".bin" / "claude"
@@ -252,3 +257,115 @@ async def run_claude(
         events=events,
         unparsed=unparsed,
     )
+
+
+# --------------------------------------------------------------------------------------
+# A recording proxy: Claude Code -> proxy -> gateway
+# --------------------------------------------------------------------------------------
+
+_HOP = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "accept-encoding", "upgrade"}
+)
+
+
+@dataclass
+class Exchange:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: Any  # parsed JSON, else the text
+    status: int | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)
+    response: bytes = b""
+
+    @property
+    def response_text(self) -> str:
+        return self.response.decode("utf-8", "replace")
+
+    def summary(self, limit: int = 3000) -> str:
+        body = self.body if isinstance(self.body, dict) else {}
+        messages = body.get("messages") or []
+        roles = [m.get("role") for m in messages if isinstance(m, dict)]
+        blocks = [
+            [b.get("type") for b in m["content"]] if isinstance(m.get("content"), list) else "str"
+            for m in messages
+            if isinstance(m, dict)
+        ]
+        head = (
+            f"{self.method} {self.path}{'?' + self.query if self.query else ''} -> {self.status}\n"
+            f"  sent: model={body.get('model')} stream={body.get('stream')} max_tokens={body.get('max_tokens')} "
+            f"thinking={body.get('thinking')} tools={len(body.get('tools') or [])} roles={roles} blocks={blocks}\n"
+            f"  anthropic-beta: {self.headers.get('anthropic-beta')}\n"
+            f"  answer ({self.response_headers.get('Content-Type')}): "
+        )
+        text = self.response_text
+        return head + (text if len(text) <= limit else text[:limit] + f"... [{len(text)} chars]")
+
+
+class RecordingProxy:
+    """Forwards every request to ``target`` and records it; ``base_url`` is what to give the CLI."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target.rstrip("/")
+        self.exchanges: list[Exchange] = []
+        self._runner: web.AppRunner | None = None
+        self._session: ClientSession | None = None
+        self.base_url = ""
+
+    async def start(self) -> str:
+        app = web.Application(client_max_size=256 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._session = ClientSession(timeout=ClientTimeout(total=None, sock_read=120), auto_decompress=False)
+        self.base_url = f"http://127.0.0.1:{port}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def __aenter__(self) -> RecordingProxy:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def describe(self, last: int = 4) -> str:
+        if not self.exchanges:
+            return "no request reached the gateway"
+        shown = self.exchanges[-last:]
+        return "\n".join(
+            f"exchange #{len(self.exchanges) - len(shown) + i}: {x.summary()}" for i, x in enumerate(shown)
+        )
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        assert self._session is not None
+        raw = await request.read()
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        exchange = Exchange(request.method, request.path, request.query_string, dict(request.headers), body)
+        self.exchanges.append(exchange)
+        url = self.target + request.path_qs
+        async with self._session.request(request.method, url, headers=headers, data=raw) as upstream:
+            exchange.status = upstream.status
+            exchange.response_headers = dict(upstream.headers)
+            out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
+            response = web.StreamResponse(status=upstream.status, headers=out_headers)
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                if len(exchange.response) < 4 * 1024 * 1024:
+                    exchange.response += chunk
+                await response.write(chunk)
+            await response.write_eof()
+            return response

@@ -178,8 +178,16 @@ class LongStream:
 
 
 @asynccontextmanager
-async def _long_stream(tmp_path: Path, dsn: str, *, shutdown_timeout: str, frame_delay: float):
-    """``antigv serve`` in a process, streaming ``[[long]]`` (200 frames, ``frame_delay`` apart)."""
+async def _long_stream(
+    tmp_path: Path,
+    dsn: str,
+    *,
+    shutdown_timeout: str,
+    frame_delay: float,
+    surface: str = "/v1/chat/completions",
+):
+    """``antigv serve`` in a process, streaming ``[[long]]`` (200 frames, ``frame_delay`` apart)
+    through ``surface`` (chat completions or Anthropic's messages)."""
     double = UpstreamDouble()
     upstream = await double.start()
     port = _free_port()
@@ -196,14 +204,13 @@ async def _long_stream(tmp_path: Path, dsn: str, *, shutdown_timeout: str, frame
             body = {
                 "model": "gemini-3-flash",
                 "stream": True,
+                "max_tokens": 1000,
                 "messages": [{"role": "user", "content": "[[long]]"}],
             }
-            async with session.post(
-                base + "/v1/chat/completions", json=body, headers=bearer(user["api_key"])
-            ) as reply:
+            async with session.post(base + surface, json=body, headers=bearer(user["api_key"])) as reply:
                 assert reply.status == 200
                 first = await reply.content.readline()
-                assert first.startswith(b"data: ")
+                assert first.startswith(b"data: " if surface == "/v1/chat/completions" else b"event: ")
                 yield LongStream(process, session, base, reply, first)
     finally:
         await double.stop()
@@ -238,6 +245,23 @@ async def test_sigterm_past_the_drain_bound_ends_a_stream_with_an_error_event_in
         assert events[-1]["error"]["type"] == "service_unavailable", events[-1]
         assert await asyncio.wait_for(s.process.wait(), 20) == 0
     assert query_one(db_dsn, "SELECT count(*) FROM usage_log") == (1,)
+
+
+async def test_sigterm_past_the_drain_bound_ends_a_messages_stream_with_an_error_event(tmp_path, db_dsn):
+    async with _long_stream(
+        tmp_path, db_dsn, shutdown_timeout="2", frame_delay=0.1, surface="/v1/messages"
+    ) as s:
+        s.process.send_signal(signal.SIGTERM)
+        rest = (s.first + await asyncio.wait_for(s.reply.read(), 10)).decode()
+        last = rest.strip().split("\n\n")[-1]
+        assert last.startswith("event: error\n"), last
+        assert '"type":"overloaded_error"' in last
+        assert await asyncio.wait_for(s.process.wait(), 20) == 0
+    assert query_one(db_dsn, "SELECT count(*), min(status), min(surface) FROM usage_log") == (
+        1,
+        "error",
+        "messages",
+    )
 
 
 # --- database outages ----------------------------------------------------------

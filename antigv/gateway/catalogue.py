@@ -63,7 +63,10 @@ def parse_deprecations(data: Mapping[str, Any]) -> dict[str, str]:
 
 
 class AliasTable:
-    """``[models] aliases``: exact ids, or prefixes written with a trailing ``*``."""
+    """``[models] aliases``: exact ids, or prefixes written with a trailing ``*``.
+
+    A prefix is a fallback for ids the upstream does not serve: once an account offers
+    an id it matches (a newer model of that family, say), the id is served as itself."""
 
     def __init__(self, aliases: Mapping[str, str]) -> None:
         self.exact = {old: new for old, new in aliases.items() if not old.endswith("*")}
@@ -73,9 +76,9 @@ class AliasTable:
             key=lambda item: -len(item[0]),
         )
 
-    def get(self, model: str) -> str | None:
+    def get(self, model: str, *, offered: bool = False) -> str | None:
         target = self.exact.get(model)
-        if target is not None:
+        if target is not None or offered:
             return target
         return next((new for prefix, new in self._prefixes if model.startswith(prefix)), None)
 
@@ -127,7 +130,7 @@ class ModelCatalogue:
                     raise ModelRetired(requested, None)
                 model = replacement
                 continue
-            target = self._aliases.get(model) or self._moved.get(model)
+            target = self._aliases.get(model, offered=self.knows(model)) or self._moved.get(model)
             if target is None or target == model:
                 return model
             model = target

@@ -40,15 +40,13 @@ async def test_a_retirement_notice_is_a_404_naming_the_replacement(e2e: E2E, str
     await e2e.add_account()
     oc = e2e.client()
     with pytest.raises(openai.NotFoundError) as caught:
-        reply = await oc.chat.completions.create(
-            model="claude-sonnet-4-6-thinking", messages=user("hi"), stream=stream
-        )
+        reply = await oc.chat.completions.create(model="gemini-2.5-pro", messages=user("hi"), stream=stream)
         if stream:
             async for _ in reply:
                 pass
     assert caught.value.code == "model_retired"
-    assert "claude-sonnet-4-6-thinking" in caught.value.message
-    assert "Claude Sonnet 4.6" in caught.value.message
+    assert "gemini-2.5-pro" in caught.value.message
+    assert "Gemini 3.1 Pro (High)" in caught.value.message
     assert "no longer available" not in caught.value.message  # not the upstream's text as an answer
     assert await e2e.usage_rows(wait=0.2) == []
 
@@ -58,12 +56,12 @@ async def test_a_retirement_notice_naming_a_known_model_serves_it_from_then_on(e
     oc = e2e.client()
     await oc.models.list()
     with pytest.raises(openai.NotFoundError) as caught:
-        await oc.chat.completions.create(model="claude-sonnet-4-6-thinking", messages=user("hi"))
+        await oc.chat.completions.create(model="gemini-2.5-pro", messages=user("hi"))
     assert caught.value.code == "model_retired"
-    assert "'claude-sonnet-4-6'" in caught.value.message
-    completion = await oc.chat.completions.create(model="claude-sonnet-4-6-thinking", messages=user("hi"))
+    assert "'gemini-pro-agent'" in caught.value.message
+    completion = await oc.chat.completions.create(model="gemini-2.5-pro", messages=user("hi"))
     assert completion.choices[0].message.content == "Hello world!"
-    assert e2e.double.last_chat().model == "claude-sonnet-4-6"
+    assert e2e.double.last_chat().model == "gemini-pro-agent"
 
 
 async def test_a_retired_id_without_a_successor_answers_at_once(e2e: E2E) -> None:

@@ -131,7 +131,13 @@ async def test_raw_stream_wire_format(e2e: E2E) -> None:
 async def test_claude_code_model_names_resolve(e2e: E2E) -> None:
     await e2e.add_account()
     anthropic_client = client(e2e)
-    for requested, served in ((SONNET_45, "claude-sonnet-4-6"), (OPUS_46, CLAUDE), (HAIKU_45, FLASH)):
+    names = (
+        (SONNET_45, "claude-sonnet-4-6"),
+        (OPUS_46, CLAUDE),
+        (HAIKU_45, FLASH),
+        ("claude-opus-5-5", CLAUDE),
+    )
+    for requested, served in names:
         message = await anthropic_client.messages.create(
             model=requested, max_tokens=2048, messages=user("hi")
         )
@@ -486,8 +492,13 @@ INVALID = [
     ({"max_tokens": 10, "messages": user("hi")}, "model"),
     ({"model": GEMINI, "max_tokens": 10, "messages": []}, "messages"),
     (
-        {"model": GEMINI, "max_tokens": 10, "messages": [{"role": "system", "content": "x"}]},
+        {"model": GEMINI, "max_tokens": 10, "messages": [{"role": "robot", "content": "x"}]},
         "messages[0].role",
+    ),
+    # Claude Code's system messages among the turns instruct, but a conversation needs a turn.
+    (
+        {"model": GEMINI, "max_tokens": 10, "messages": [{"role": "system", "content": "x"}]},
+        "user or assistant",
     ),
     ({"model": GEMINI, "max_tokens": 0, "messages": user("hi")}, "max_tokens"),
     (

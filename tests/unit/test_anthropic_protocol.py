@@ -4,6 +4,7 @@ message streamed (folded as the SDK folds it) and not streamed."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -377,3 +378,23 @@ def test_usage_counts_cache_reads_apart() -> None:
         "output_tokens": 7,
     }
     assert message["content"] == [] and message["stop_reason"] == "end_turn"
+
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "claude_code"
+
+
+@pytest.mark.parametrize("name", sorted(path.stem for path in FIXTURES.glob("*.json")))
+def test_what_claude_code_sends_parses_and_encodes(name: str) -> None:
+    """Whole requests captured from Claude Code 2.1.332 (tests/fixtures/claude_code/README.md)."""
+    body = orjson.loads((FIXTURES / f"{name}.json").read_bytes())["body"]
+    request = parse_messages_request(body)
+    assert request.stream and request.tools and request.turns[0].role == "user"
+    # Billing metadata is no instruction; system messages among the turns are.
+    assert not any(text.startswith("x-anthropic-billing-header") for text in request.system)
+    in_turns = [m for m in body["messages"] if m["role"] == "system"]
+    assert len(request.turns) == len(body["messages"]) - len(in_turns)
+    assert len(request.system) == len(body["system"]) - 1 + len(in_turns)
+    envelope = build_upstream_request(request, project="p", defaults=DEFAULTS, request_id="agent-1")
+    declarations = envelope.body["request"]["tools"][0]["functionDeclarations"]
+    assert len(declarations) == len(body["tools"])
+    assert "$schema" not in orjson.dumps(declarations).decode()

@@ -77,6 +77,22 @@ def test_prefix_aliases_prefer_the_longest_and_exact_wins() -> None:
     assert table.get("gemini-3-flash") is None
 
 
+def test_claude_clients_names_resolve_until_the_upstream_offers_them() -> None:
+    cat = catalogue()
+    # Claude Code's ids (issue 13): dated, undated, newer than the upstream's, Haiku.
+    assert cat.resolve("claude-sonnet-4-5-20250929") == "claude-sonnet-4-6"
+    assert cat.resolve("claude-sonnet-4-6-20260217") == "claude-sonnet-4-6"
+    assert cat.resolve("claude-opus-4-6") == "claude-opus-4-6-thinking"
+    assert cat.resolve("claude-opus-5-5") == "claude-opus-4-6-thinking"
+    assert cat.resolve("claude-haiku-4-5-20251001") == "gemini-3-flash"
+    assert cat.resolve("claude-opus-4-6-thinking") == "claude-opus-4-6-thinking"
+    # Once an account offers the newer model (dated ids too), it is served as itself.
+    cat.learn(1, {"models": {"claude-opus-5-5": {}, "claude-sonnet-4-6-20260217": {}}})
+    assert cat.resolve("claude-opus-5-5") == "claude-opus-5-5"
+    assert cat.resolve("claude-sonnet-4-6-20260217") == "claude-sonnet-4-6-20260217"
+    assert cat.resolve("claude-opus-5-6") == "claude-opus-4-6-thinking"
+
+
 def test_deprecated_model_ids_are_learnt_at_run_time() -> None:
     cat = catalogue(aliases={})
     assert cat.resolve("gemini-3-pro-high") == "gemini-3-pro-high"

@@ -73,8 +73,8 @@ def _parse(
 ) -> ChatRequest:
     if max_tokens is None and not counting:
         fail("max_tokens: field required", "max_tokens")
-    turns = _parse_messages(body.get("messages"))
-    system = _parse_system(body.get("system"))
+    system_messages, turns = _parse_messages(body.get("messages"))
+    system = (*_parse_system(body.get("system"), "system"), *system_messages)
     tools = _parse_tools(body.get("tools"))
     tool_choice = _parse_tool_choice(body.get("tool_choice"), tools)
     thinking = _parse_thinking(body.get("thinking"), body.get("output_config"), max_tokens)
@@ -156,20 +156,26 @@ def _parse_effort(value: object) -> Effort | None:
     return _EFFORTS[effort]
 
 
-def _parse_system(value: object) -> tuple[str, ...]:
+# Claude Code opens its system prompt with billing metadata for Anthropic whose hash changes
+# with every request: no instruction, and kept it would give each turn of a conversation
+# another routing key (and cost the upstream's prompt cache).
+_BILLING_HEADER = "x-anthropic-billing-header:"
+
+
+def _parse_system(value: object, path: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
         return (value,) if value else ()
     if not isinstance(value, list):
-        fail("system must be a string or an array of text blocks", "system")
+        fail(f"{path} must be a string or an array of text blocks", path)
     texts = []
     for index, block in enumerate(value):
-        path = f"system[{index}]"
+        block_path = f"{path}[{index}]"
         if not isinstance(block, dict) or block.get("type") != "text":
-            fail(f"{path} must be a text block", path)
-        texts.append(_text(block, path))
-    return tuple(text for text in texts if text)
+            fail(f"{block_path} must be a text block", block_path)
+        texts.append(_text(block, block_path))
+    return tuple(text for text in texts if text and not text.startswith(_BILLING_HEADER))
 
 
 def _parse_tools(value: object) -> tuple[Tool, ...]:
@@ -226,21 +232,27 @@ def _parse_tool_choice(value: object, tools: Sequence[Tool]) -> ToolChoice:
     fail("tool_choice.type must be 'auto', 'any', 'tool' or 'none'", "tool_choice.type")
 
 
-def _parse_messages(value: object) -> tuple[Turn, ...]:
+def _parse_messages(value: object) -> tuple[tuple[str, ...], tuple[Turn, ...]]:
+    """(system texts, turns). Claude Code puts ``system`` messages among the turns (its
+    environment, for newer models); like OpenAI's system messages they instruct."""
     if not isinstance(value, list) or not value:
         fail("messages must be a non-empty array", "messages")
     if len(value) > MAX_MESSAGES:
         fail(f"messages may hold at most {MAX_MESSAGES} messages", "messages")
     # Tool uses of earlier assistant messages: every tool result must answer one.
     call_ids: set[str] = set()
+    system: list[str] = []
     turns = []
     for index, raw in enumerate(value):
         path = f"messages[{index}]"
         if not isinstance(raw, dict):
             fail(f"{path} must be an object", path)
         role = raw.get("role")
+        if role == "system":
+            system += _parse_system(raw.get("content"), f"{path}.content")
+            continue
         if role not in ("user", "assistant"):
-            fail(f"{path}.role must be 'user' or 'assistant'", f"{path}.role")
+            fail(f"{path}.role must be 'user', 'assistant' or 'system'", f"{path}.role")
         parts = _parse_content(raw.get("content"), f"{path}.content", role)
         for part_index, part in enumerate(parts):
             if isinstance(part, ToolResult) and part.tool_use_id not in call_ids:
@@ -249,7 +261,9 @@ def _parse_messages(value: object) -> tuple[Turn, ...]:
             if isinstance(part, ToolUse):
                 call_ids.add(part.id)
         turns.append(Turn(role, parts))
-    return tuple(turns)
+    if not turns:
+        fail("messages must hold a user or assistant message", "messages")
+    return tuple(system), tuple(turns)
 
 
 def _parse_content(value: object, path: str, role: str) -> tuple[Part, ...]:
