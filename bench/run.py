@@ -411,6 +411,9 @@ class Bench:
         self.phases: list[Phase] = []
         self.notes: list[str] = []
         self.setup_seconds = 0.0
+        # Taken as the gateway starts, so that edits to the tree during a run cannot mislabel it.
+        self.revision = "unknown"
+        self.query_prints: dict[str, str] = {}
 
     # --- set-up ---------------------------------------------------------------------
 
@@ -443,6 +446,7 @@ class Bench:
         user = json.loads(self._run([*cli, "user", "create", "--name", "bench"], "user create"))
         self._insert_accounts(user["user_id"])
         serve = [PY, self.args.gateway_wrapper] if self.args.gateway_wrapper else [PY, "-m", "antigv"]
+        self.revision, self.query_prints = revision(), query_prints()
         self.gateway = self._start("gateway", [*serve, "--config", str(config), "serve"])
         wait_http(f"http://127.0.0.1:{up_port}/healthz", self.upstream)
         wait_http(f"http://127.0.0.1:{null_port}/", null)  # any answer will do
@@ -670,7 +674,7 @@ format = "json"
         return {
             "requests": sum(p.requests + p.errors for p in gw),
             "seconds": sum(p.wall for p in gw),
-            "statements": classify_statements(self.pg.statements()),
+            "statements": classify_statements(self.pg.statements(), self.query_prints),
             "upstream_calls": {k: v for k, v in calls.items() if v},
         }
 
@@ -707,11 +711,15 @@ def _fingerprint(sql: str) -> str:
     return text[:80].lower().strip()
 
 
-def classify_statements(rows: list[tuple[str, int]]) -> list[dict[str, Any]]:
-    """Calls per named query (psycopg2 inlines arrays, so one name may have many entries)."""
+def query_prints() -> dict[str, str]:
+    """Fingerprint -> name of the project's named SQL, read when the gateway starts (what it loads)."""
     from antigv.store.db import Queries
 
-    prints = {_fingerprint(sql): name for name, sql in Queries.load()._queries.items()}
+    return {_fingerprint(sql): name for name, sql in Queries.load()._queries.items()}
+
+
+def classify_statements(rows: list[tuple[str, int]], prints: dict[str, str]) -> list[dict[str, Any]]:
+    """Calls per named query (psycopg2 inlines arrays, so one name may have many entries)."""
     merged: dict[str, int] = {}
     for query, calls in rows:
         fp = _fingerprint(query)
@@ -882,7 +890,7 @@ def added(rows: dict, name: str, level: int, q: float, which: str = "totals", ba
 # --------------------------------------------------------------------------------------
 
 
-def machine_info(pg_version: str) -> dict[str, str]:
+def machine_info(pg_version: str, rev: str) -> dict[str, str]:
     import aiohttp
 
     cpu = "unknown"
@@ -910,7 +918,7 @@ def machine_info(pg_version: str) -> dict[str, str]:
         "aiohttp": aiohttp.__version__,
         **versions,
         "PostgreSQL": pg_version,
-        "antigv revision": revision(),
+        "antigv revision": f"{rev} (when the gateway started)",
     }
 
 
@@ -1334,7 +1342,7 @@ def main(argv: list[str] | None = None) -> int:
             open_phases = bench.open_streams()
         if args.profile:
             profile = bench.profile()
-        machine = machine_info(bench.pg.version())
+        machine = machine_info(bench.pg.version(), bench.revision)
     finally:
         bench.close()
     total = max(1, ticks1[2] - ticks0[2])
