@@ -24,6 +24,8 @@ from antigv.appkeys import (
     GATEWAY,
     HTTP,
     KEY_CACHE,
+    KEY_LIMITER,
+    KEY_REPO,
     LIFECYCLE,
     METRICS,
     QUOTA_REPO,
@@ -43,6 +45,7 @@ from antigv.backends.antigravity.client import UpstreamClient
 from antigv.backends.antigravity.identity import MANIFEST_REFRESH, ClientIdentity, refresh_client_version
 from antigv.backends.antigravity.tokens import TokenManager, refresh_due_tokens
 from antigv.config import Config, ConfigError
+from antigv.gateway.admission import KeyLimiter, reconciling
 from antigv.gateway.catalogue import ModelCatalogue
 from antigv.gateway.clock import SYSTEM_CLOCK, Clock
 from antigv.gateway.selection import AccountRouter
@@ -54,7 +57,7 @@ from antigv.ops.lifecycle import Lifecycle
 from antigv.ops.metrics import setup as setup_metrics
 from antigv.ops.tasks import Task, TaskLoop, task_loop
 from antigv.protocols import streaming
-from antigv.protocols.admin import accounts, envelope, oauth, quotas, users
+from antigv.protocols.admin import accounts, envelope, keys, oauth, quotas, users
 from antigv.protocols.anthropic import messages
 from antigv.protocols.auth import KeyCache, auth_middleware
 from antigv.protocols.middleware import request_middleware
@@ -62,6 +65,7 @@ from antigv.protocols.openai import chat, models
 from antigv.protocols.openai.errors import openai_error
 from antigv.protocols.surfaces import Surfaces
 from antigv.store.accounts import AccountRepository
+from antigv.store.api_keys import ApiKeyRepository
 from antigv.store.crypto import TokenCipher, parse_key
 from antigv.store.db import Database, Queries, close_pool, create_pool
 from antigv.store.quotas import QuotaRepository
@@ -111,6 +115,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[ACCOUNT_REPO] = AccountRepository(app[DB])
     app[QUOTA_REPO] = QuotaRepository(app[DB])
     app[USAGE_REPO] = UsageRepository(app[DB])
+    app[KEY_REPO] = ApiKeyRepository(app[DB])
+    limiter = KeyLimiter(app[CLOCK], app[KEY_REPO], interval=config.keys.reconcile_interval)
+    app[KEY_LIMITER] = limiter
     app[SIGNATURE_REPO] = SignatureRepository(app[DB])
     cipher = TokenCipher(parse_key(config.security.token_encryption_key))
     metrics = app[METRICS]
@@ -140,9 +147,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         reservations=reservations,
         metrics=metrics,
         catalogue=app[CATALOGUE],
+        limiter=limiter,
         clock=app[CLOCK],
     )
-    yield
+    async with reconciling(limiter):
+        yield
 
 
 async def _learn_models(app: web.Application) -> None:
@@ -219,6 +228,7 @@ def create_app(config: Config, *, clock: Clock = SYSTEM_CLOCK) -> web.Applicatio
     app[CLIENT_IDENTITY].listeners.append(app[METRICS].upstream_client.set)
     health.setup(app)
     users.setup(app)
+    keys.setup(app)
     oauth.setup(app)
     accounts.setup(app)
     streaming.setup(app)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from antigv.backends.antigravity.tokens import TokenManager
     from antigv.config import Config
     from antigv.core.principal import Principal
+    from antigv.gateway.admission import KeyLimiter
     from antigv.gateway.catalogue import ModelCatalogue
     from antigv.gateway.clock import Clock
     from antigv.gateway.service import Gateway
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from antigv.protocols.streaming import ShutdownCut
     from antigv.protocols.surfaces import Surfaces
     from antigv.store.accounts import AccountRepository
+    from antigv.store.api_keys import ApiKeyRepository
     from antigv.store.db import Database
     from antigv.store.quotas import QuotaRepository
     from antigv.store.signatures import SignatureRepository
@@ -44,6 +46,7 @@ USER_REPO: web.AppKey[UserRepository] = web.AppKey("user_repo")
 ACCOUNT_REPO: web.AppKey[AccountRepository] = web.AppKey("account_repo")
 QUOTA_REPO: web.AppKey[QuotaRepository] = web.AppKey("quota_repo")
 USAGE_REPO: web.AppKey[UsageRepository] = web.AppKey("usage_repo")
+KEY_REPO: web.AppKey[ApiKeyRepository] = web.AppKey("key_repo")
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
 SURFACES: web.AppKey[Surfaces] = web.AppKey("surfaces")
@@ -58,6 +61,7 @@ GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 TASKS: web.AppKey[TaskLoop] = web.AppKey("tasks")
 KEY_CACHE: web.AppKey[KeyCache] = web.AppKey("key_cache")
+KEY_LIMITER: web.AppKey[KeyLimiter] = web.AppKey("key_limiter")
 REQUEST_ID = web.RequestKey("request_id", str)
 SHUTDOWN_CUT: web.AppKey[ShutdownCut] = web.AppKey("shutdown_cut")
 MODEL_CACHE: web.AppKey[ModelListCache] = web.AppKey("model_cache")

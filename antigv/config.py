@@ -414,6 +414,15 @@ class FailoverConfig:
 
 
 @dataclass(frozen=True)
+class KeysConfig:
+    """Per-key limits across instances (issue 14, gateway/admission.py)."""
+
+    # Seconds between an instance's exchanges of key traffic with the others through the
+    # database: the tolerance of a limit shared by several instances.
+    reconcile_interval: float = field(default=1.0, metadata=_check(_positive, "must be > 0"))
+
+
+@dataclass(frozen=True)
 class TasksConfig:
     enabled: bool = True
     # Seconds between rounds of the background loop.
@@ -458,6 +467,7 @@ class Config:
     quotas: QuotasConfig = field(default_factory=QuotasConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     failover: FailoverConfig = field(default_factory=FailoverConfig)
+    keys: KeysConfig = field(default_factory=KeysConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

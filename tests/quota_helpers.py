@@ -41,7 +41,9 @@ async def insert_user(db: Database, name: str = "user") -> int:
     key = "sk-" + secrets.token_urlsafe(36)
     return await value(
         db,
-        "INSERT INTO users (name, key_hash, key_prefix) VALUES (%(n)s, %(h)s, %(p)s) RETURNING user_id",
+        "WITH u AS (INSERT INTO users (name) VALUES (%(n)s) RETURNING user_id), "
+        "k AS (INSERT INTO api_keys (user_id, name, key_hash, key_prefix, is_primary) "
+        "SELECT user_id, 'default', %(h)s, %(p)s, true FROM u) SELECT user_id FROM u",
         n=name,
         h=key_digest(key),
         p=key[:8],

@@ -56,7 +56,7 @@ def key_lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     original = Database.one
 
     async def counting(self: Database, query: str, /, **params: Any) -> Any:
-        if query == "user_by_key_hash":
+        if query == "key_by_hash":
             calls.append(query)
         return await original(self, query, **params)
 

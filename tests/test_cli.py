@@ -103,7 +103,7 @@ def db_row(dsn: str, statement: str, params: dict[str, Any]) -> tuple | None:
 
 
 def stored_digest(dsn: str, user_id: int) -> bytes | None:
-    row = db_row(dsn, "SELECT key_hash FROM users WHERE user_id = %(id)s", {"id": user_id})
+    row = db_row(dsn, "SELECT key_hash FROM api_keys WHERE user_id = %(id)s AND is_primary", {"id": user_id})
     return None if row is None else bytes(row[0])
 
 

@@ -231,7 +231,7 @@ def test_every_query_file_loads_and_every_name_is_unique():
     queries = Queries.load()
     queries.require(names)
     assert "ping" in queries
-    assert "user_by_key_hash" in queries
+    assert "key_by_hash" in queries
 
 
 def test_queries_load_rejects_one_name_in_two_files(tmp_path):
@@ -245,7 +245,7 @@ def test_queries_load_rejects_one_name_in_two_files(tmp_path):
 def test_every_query_named_in_the_code_exists():
     pattern = re.compile(r"""\.(?:one|all|execute)\(\s*["']([a-z_][a-z0-9_]*)["']""")
     used = {name for file in PACKAGE.rglob("*.py") for name in pattern.findall(file.read_text("utf-8"))}
-    assert "user_by_key_hash" in used, "the pattern no longer finds query names in the code"
+    assert "key_by_hash" in used, "the pattern no longer finds query names in the code"
     Queries.load().require(sorted(used))
 
 

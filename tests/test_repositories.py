@@ -132,6 +132,7 @@ API_ROWS = {
         "latency_ms",
         "consumed_at",
         "surface",
+        "key_id",
     ],
     UsageStats: [
         "total_requests",

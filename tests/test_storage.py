@@ -83,15 +83,15 @@ async def test_no_table_holds_a_plaintext_key(client, admin, db_dsn):
     conn = psycopg2.connect(db_dsn)
     try:
         scanned = columns(conn)
-        assert ("users", "key_hash", "bytea") in scanned
-        assert ("users", "key_prefix", "text") in scanned
+        assert ("api_keys", "key_hash", "bytea") in scanned
+        assert ("api_keys", "key_prefix", "text") in scanned
         assert len({table for table, _, _ in scanned}) > 3, scanned
 
         # The scanner finds what is there: each display prefix, and each live digest.
         for name, user in live.items():
-            assert "users.key_prefix" in places_holding(conn, user["key_prefix"]), name
+            assert "api_keys.key_prefix" in places_holding(conn, user["key_prefix"]), name
             digest = hashlib.sha256(user["api_key"].encode()).digest()
-            assert digest_places(conn, digest) == ["users.key_hash"], name
+            assert digest_places(conn, digest) == ["api_keys.key_hash"], name
 
         for name, key in keys.items():
             assert places_holding(conn, key) == [], f"{name}'s full key is stored"
@@ -107,11 +107,11 @@ async def test_no_table_holds_a_plaintext_key(client, admin, db_dsn):
         # Control: a key planted in a text and in a bytea column is found (then rolled back).
         with conn.cursor() as cur:
             cur.execute(
-                "UPDATE users SET name = 'x' || %(k)s, key_hash = convert_to('y' || %(k)s, 'UTF8')"
+                "UPDATE api_keys SET name = 'x' || %(k)s, key_hash = convert_to('y' || %(k)s, 'UTF8')"
                 " WHERE user_id = %(id)s",
                 {"k": alice["api_key"], "id": alice["user_id"]},
             )
-        assert places_holding(conn, alice["api_key"]) == ["users.key_hash", "users.name"]
+        assert places_holding(conn, alice["api_key"]) == ["api_keys.key_hash", "api_keys.name"]
         conn.rollback()
         assert places_holding(conn, alice["api_key"]) == []
     finally:

@@ -26,6 +26,7 @@ from antigv.core.estimate import estimate_input_tokens
 from antigv.core.events import Event
 from antigv.core.failures import CredentialsFailed, FailureKind, UpstreamFailure, client_error
 from antigv.core.principal import Principal
+from antigv.gateway.admission import KeyLimiter, Ticket, check_model
 from antigv.gateway.catalogue import ModelCatalogue
 from antigv.gateway.clock import SYSTEM_CLOCK, Clock
 from antigv.gateway.failover import Attempts, Decision, Effect, Next, decide
@@ -77,6 +78,8 @@ class Reply:
         self.completed = False
         self.failed = False
         self.reservation: Reservation | None = None
+        # The caller's key's admission; its rate-limit headers go on the response.
+        self.ticket: Ticket | None = None
         self._first = first
         self._rest = rest
         self._keep_signatures = signatures
@@ -97,6 +100,10 @@ class Reply:
         """The surface ended the reply itself (a shutdown cut it): it is an error, not a cancel."""
         self.failed = True
 
+    @property
+    def rate_limit_headers(self) -> dict[str, str]:
+        return self.ticket.headers if self.ticket is not None else {}
+
 
 class Gateway:
     def __init__(
@@ -112,6 +119,7 @@ class Gateway:
         reservations: PoolReservations,
         metrics: Metrics,
         catalogue: ModelCatalogue,
+        limiter: KeyLimiter,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._config = config
@@ -125,6 +133,7 @@ class Gateway:
         self.reservations = reservations
         self.metrics = metrics
         self._catalogue = catalogue
+        self.limiter = limiter
         self._clock = clock
 
     @asynccontextmanager
@@ -132,8 +141,20 @@ class Gateway:
         self, principal: Principal, request: ChatRequest, *, request_id: str, started: float, surface: str
     ) -> AsyncIterator[Reply]:
         """The opened reply; leaving the block closes it, whatever the way out.
-        ``surface`` names the client protocol, for the usage log and the metrics."""
-        reply = await self._open(principal, request, started)
+        ``surface`` names the client protocol, for the usage log and the metrics.
+
+        The caller's key is admitted first (its limits, gateway/admission.py): a request
+        over them never reaches an account."""
+        requested = request.model
+        # Aliases and deprecations resolve once, before an account is chosen (PROTOCOL §13.4).
+        request = dataclasses.replace(request, model=self._catalogue.resolve(requested))
+        ticket = self.limiter.admit(principal, requested, request.model)
+        try:
+            reply = await self._open(principal, request, requested, started)
+        except BaseException:
+            self.limiter.finish(ticket, 0)
+            raise
+        reply.ticket = ticket
         status: str | None = None
         try:
             yield reply
@@ -151,8 +172,10 @@ class Gateway:
     async def count_tokens(self, principal: Principal, request: ChatRequest) -> tuple[int, bool]:
         """(input tokens of ``request``, whether the upstream counted them): the upstream's
         count on the account a chat would use (PROTOCOL §13.10), else the core's estimate."""
-        request = dataclasses.replace(request, model=self._catalogue.resolve(request.model))
+        requested = request.model
+        request = dataclasses.replace(request, model=self._catalogue.resolve(requested))
         model = request.model
+        check_model(principal, requested, model)
         quota_group = self._config.quotas.group_of(model)
         rows = await self.router.candidates(principal, model, quota_group)
         ranking = rank_candidates(
@@ -173,11 +196,10 @@ class Gateway:
 
     # --- opening -------------------------------------------------------------
 
-    async def _open(self, principal: Principal, request: ChatRequest, started: float) -> Reply:
+    async def _open(
+        self, principal: Principal, request: ChatRequest, requested: str, started: float
+    ) -> Reply:
         """Try accounts until one produces a reply; raise a GatewayError if none does."""
-        requested = request.model
-        # Aliases and deprecations resolve once, before an account is chosen (PROTOCOL §13.4).
-        request = dataclasses.replace(request, model=self._catalogue.resolve(requested))
         model = request.model
         quota_group = self._config.quotas.group_of(model)
         rows = await self.router.candidates(principal, model, quota_group)
@@ -394,6 +416,8 @@ class Gateway:
             reasoning_tokens=usage.reasoning_tokens,
             total_tokens=usage.total_tokens,
             surface=surface,
+            key_id=principal.key_id,
         )
         self.reservations.finished(reply.reservation, record)
+        self.limiter.finish(reply.ticket, usage.prompt_tokens + usage.completion_tokens)
         self._usage.record(record)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from antigv.appkeys import CONFIG, KEY_CACHE, PRINCIPAL, USER_REPO
+from antigv.appkeys import CLOCK, CONFIG, KEY_CACHE, PRINCIPAL, USER_REPO
 from antigv.core.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
-from antigv.core.principal import Principal
+from antigv.core.principal import KeyLimits, Principal
 from antigv.protocols.endpoint_hints import no_such_endpoint
 from antigv.protocols.web import query_id
 from antigv.store.keys import is_admin_key, key_digest
@@ -48,8 +48,15 @@ class DisabledUser:
     user_id: int
 
 
-# What a key resolves to: its user, its disabled user, or None for no such key.
-KeyOwner = Principal | DisabledUser | None
+@dataclass(frozen=True, slots=True)
+class RevokedKey:
+    """A key its owner or the admin switched off (status 0)."""
+
+    user_id: int
+
+
+# What a key resolves to: its user, its disabled user, its revocation, or None for no such key.
+KeyOwner = Principal | DisabledUser | RevokedKey | None
 
 
 class KeyCache:
@@ -73,6 +80,11 @@ class KeyCache:
         self._entries.move_to_end(digest)
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
+
+    def evict(self, digest: bytes) -> None:
+        """Forget one key (changed or deleted)."""
+        self.generation += 1
+        self._entries.pop(digest, None)
 
     def evict_user(self, user_id: int) -> None:
         """Forget a user's keys (a disabled user's too) and, to be safe, unknown keys."""
@@ -107,12 +119,26 @@ async def resolve_key(users: UserRepository, cache: KeyCache, key: str) -> KeyOw
     generation = cache.generation
     holder = await users.by_key_digest(digest)
     owner: KeyOwner = None
-    if holder is not None and holder.status == 1:
-        owner = Principal(
-            user_id=holder.user_id, is_admin=False, name=holder.name, prefer_shared=holder.prefer_shared
-        )
-    elif holder is not None:
+    if holder is not None and holder.status != 1:
         owner = DisabledUser(holder.user_id)
+    elif holder is not None and holder.key_status != 1:
+        owner = RevokedKey(holder.user_id)
+    elif holder is not None:
+        owner = Principal(
+            user_id=holder.user_id,
+            is_admin=False,
+            name=holder.name,
+            prefer_shared=holder.prefer_shared,
+            key_id=holder.key_id,
+            limits=KeyLimits(
+                rpm=holder.rpm,
+                tpm=holder.tpm,
+                max_concurrency=holder.max_concurrency,
+                allowed_models=tuple(holder.allowed_models) if holder.allowed_models is not None else None,
+                monthly_token_budget=holder.monthly_token_budget,
+            ),
+            expires_at=holder.expires_at,
+        )
     if cache.generation == generation:
         cache.put(digest, owner)
     return owner
@@ -131,8 +157,13 @@ async def authenticate(request: web.Request) -> Principal:
     owner = await resolve_key(app[USER_REPO], app[KEY_CACHE], token)
     if isinstance(owner, DisabledUser):
         raise Forbidden("this key's user is disabled", code="user_disabled")
+    if isinstance(owner, RevokedKey):
+        raise Unauthorized("this API key is revoked", code="key_revoked")
     if owner is None:
         raise Unauthorized("invalid API key")
+    # Checked on every request, not cached: a key expires at its second on every instance.
+    if owner.expires_at is not None and owner.expires_at <= app[CLOCK].now():
+        raise Unauthorized("this API key has expired", code="key_expired")
     return owner
 
 

@@ -114,7 +114,7 @@ async def whole_reply(request: web.Request, reply: Reply) -> tuple[list[Event], 
     assert reply.upstream_done is not None
     spent = overhead(reply, reply.upstream_done)
     request.app[GATEWAY].metrics.overhead_seconds.observe(spent)
-    return events, {OVERHEAD_HEADER: f"{spent * 1000:.2f}"}
+    return events, {OVERHEAD_HEADER: f"{spent * 1000:.2f}", **reply.rate_limit_headers}
 
 
 def _mid_stream_error(exc: Exception, request_id: str) -> GatewayError:
@@ -146,6 +146,7 @@ async def stream_reply(
             **SSE_HEADERS,
             OVERHEAD_HEADER: f"{spent * 1000:.2f}",
             "X-Request-Id": request[REQUEST_ID],
+            **reply.rate_limit_headers,
             **(headers or {}),
         }
     )

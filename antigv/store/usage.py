@@ -28,6 +28,8 @@ class UsageRecord:
     total_tokens: int = 0
     # The client protocol it came through: chat_completions | messages.
     surface: str = "chat_completions"
+    # The API key it was made with; None for the admin key.
+    key_id: int | None = None
     consumed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -52,6 +54,7 @@ class UsageRow:
     latency_ms: int
     consumed_at: datetime
     surface: str
+    key_id: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,7 @@ def batch_params(records: Sequence[UsageRecord]) -> dict[str, list[Any]]:
         "latencies": [r.latency_ms for r in records],
         "consumed_at": [r.consumed_at for r in records],
         "surfaces": [r.surface for r in records],
+        "key_ids": [r.key_id for r in records],
     }
 
 
@@ -94,17 +98,34 @@ class UsageRepository:
         await self._db.execute("insert_usage_batch", **batch_params(records))
 
     async def rows(
-        self, *, user_id: int | None, start: datetime | None, end: datetime | None, limit: int
+        self,
+        *,
+        user_id: int | None,
+        start: datetime | None,
+        end: datetime | None,
+        limit: int,
+        key_id: int | None = None,
     ) -> list[UsageRow]:
-        """Newest first; every user's for ``user_id`` None; ``end`` is exclusive."""
-        rows = await self._db.all("usage_rows", user_id=user_id, start=start, end=end, limit=limit)
+        """Newest first; every user's for ``user_id`` None, every key's for ``key_id`` None;
+        ``end`` is exclusive."""
+        rows = await self._db.all(
+            "usage_rows", user_id=user_id, key_id=key_id, start=start, end=end, limit=limit
+        )
         return [row_as(UsageRow, row) for row in rows]
 
     async def stats(
-        self, *, user_id: int | None, models: list[str], start: datetime | None, end: datetime | None
+        self,
+        *,
+        user_id: int | None,
+        models: list[str],
+        start: datetime | None,
+        end: datetime | None,
+        key_id: int | None = None,
     ) -> UsageStats:
         """Over the requests for any of ``models`` (a model and the id it is served as)."""
-        row = await self._db.one("usage_stats", user_id=user_id, models=models, start=start, end=end)
+        row = await self._db.one(
+            "usage_stats", user_id=user_id, key_id=key_id, models=models, start=start, end=end
+        )
         assert row is not None  # an aggregate without GROUP BY always has its row
         return row_as(UsageStats, row)
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from antigv.core.errors import NotFound
-from antigv.store.db import Database
+from antigv.store.db import Database, row_as
 from antigv.store.keys import display_prefix, key_digest, new_api_key
 
 # Limits of the API and the CLI alike (one place, so both take the same input).
@@ -48,12 +48,21 @@ class UserPage:
 
 @dataclass(frozen=True, slots=True)
 class KeyHolder:
-    """What an API key resolves to; the caller decides what a disabled user may do."""
+    """What an API key resolves to: its user and the key itself; the caller decides what
+    a disabled user or a revoked or expired key may do."""
 
     user_id: int
     name: str
     status: int
     prefer_shared: int
+    key_id: int
+    key_status: int
+    expires_at: datetime | None
+    rpm: int | None
+    tpm: int | None
+    max_concurrency: int | None
+    allowed_models: list[str] | None
+    monthly_token_budget: int | None
 
 
 def _columns(row: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -94,12 +103,8 @@ class UserRepository:
         )
 
     async def by_key_digest(self, digest: bytes) -> KeyHolder | None:
-        row = await self._db.one("user_by_key_hash", key_hash=digest)
-        if row is None:
-            return None
-        return KeyHolder(
-            user_id=row["user_id"], name=row["name"], status=row["status"], prefer_shared=row["prefer_shared"]
-        )
+        row = await self._db.one("key_by_hash", key_hash=digest)
+        return None if row is None else row_as(KeyHolder, row)
 
     async def regenerate_key(self, user_id: int) -> UserWithKey:
         """The old key stops matching; evicting the caches that still hold it is the caller's job."""

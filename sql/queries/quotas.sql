@@ -183,9 +183,10 @@ WHERE quota < max_quota
 -- One user's (or, for the admin without a user, everyone's) usage, newest first.
 SELECT log_id, user_id, account_id, model_name, quota_group, is_shared, prompt_tokens,
        completion_tokens, reasoning_tokens, total_tokens, quota_consumed, status, latency_ms,
-       consumed_at, surface
+       consumed_at, surface, key_id
 FROM usage_log
 WHERE (%(user_id)s::bigint IS NULL OR user_id = %(user_id)s)
+  AND (%(key_id)s::bigint IS NULL OR key_id = %(key_id)s)
   AND (%(start)s::timestamptz IS NULL OR consumed_at >= %(start)s)
   AND (%(end)s::timestamptz IS NULL OR consumed_at < %(end)s)
 ORDER BY consumed_at DESC, log_id DESC
@@ -200,6 +201,7 @@ SELECT count(*) AS total_requests,
        max(consumed_at) AS last_used_at
 FROM usage_log
 WHERE (%(user_id)s::bigint IS NULL OR user_id = %(user_id)s)
+  AND (%(key_id)s::bigint IS NULL OR key_id = %(key_id)s)
   AND model_name = ANY(%(models)s::text[])
   AND (%(start)s::timestamptz IS NULL OR consumed_at >= %(start)s)
   AND (%(end)s::timestamptz IS NULL OR consumed_at < %(end)s)

@@ -114,7 +114,9 @@ class E2E:
 
     # --- gateways and users --------------------------------------------------
 
-    async def new_gateway(self, *, server: dict[str, Any] | None = None, **upstream: Any) -> Gateway:
+    async def new_gateway(
+        self, *, server: dict[str, Any] | None = None, keys: dict[str, Any] | None = None, **upstream: Any
+    ) -> Gateway:
         base = self.double.base_url
         assert base is not None
         config = make_config(
@@ -122,6 +124,7 @@ class E2E:
             upstream={"base_urls": [base], "first_byte_timeout": 5, "idle_timeout": 2, **upstream},
             oauth={"token_url": base + "/token"},
             server=server or {},
+            keys=keys or {},
         )
         app = create_app(config, clock=self.clock.clock())
         server = await self._aiohttp_server(app)

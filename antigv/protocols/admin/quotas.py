@@ -14,7 +14,7 @@ from antigv.appkeys import CATALOGUE, CONFIG, PRINCIPAL, QUOTA_REPO, QUOTAS, USA
 from antigv.core.errors import InvalidRequest, NotFound
 from antigv.core.principal import Principal
 from antigv.protocols.auth import ADMIN, access, target_user
-from antigv.protocols.web import api_ok, flag, json_response, path_id, query_int, read_json_object
+from antigv.protocols.web import api_ok, flag, json_response, path_id, query_id, query_int, read_json_object
 from antigv.store.quotas import QuotaAccount
 
 USAGE_LIMIT_DEFAULT = 100
@@ -159,7 +159,11 @@ async def consumption(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", default=USAGE_LIMIT_DEFAULT, minimum=1, maximum=USAGE_LIMIT_MAX)
     start, end = date_range(request)
     user_id = target_user(request, required=False)
-    return api_ok(await request.app[USAGE_REPO].rows(user_id=user_id, start=start, end=end, limit=limit))
+    key_id = query_id(request, "key_id")
+    rows = await request.app[USAGE_REPO].rows(
+        user_id=user_id, key_id=key_id, start=start, end=end, limit=limit
+    )
+    return api_ok(rows)
 
 
 async def consumption_stats(request: web.Request) -> web.Response:
@@ -168,7 +172,10 @@ async def consumption_stats(request: web.Request) -> web.Response:
     start, end = date_range(request)
     user_id = target_user(request, required=False)
     models = sorted({model, request.app[CATALOGUE].served_as(model)})
-    stats = await request.app[USAGE_REPO].stats(user_id=user_id, models=models, start=start, end=end)
+    key_id = query_id(request, "key_id")
+    stats = await request.app[USAGE_REPO].stats(
+        user_id=user_id, key_id=key_id, models=models, start=start, end=end
+    )
     return api_ok({"model_name": model, **asdict(stats)})
 
 

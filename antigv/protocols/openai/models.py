@@ -89,7 +89,14 @@ async def _listing(request: web.Request) -> dict[str, Any]:
     if body is None:
         body = await _fetch(request.app, principal)
         cache.put(principal.user_id, body)
-    return body
+    if principal.limits.allowed_models is None:
+        return body
+    # The key's allow-list (issue 14): only what it may chat with, by id or served id.
+    served_as = request.app[CATALOGUE].served_as
+    allowed = [
+        entry for entry in body["data"] if principal.limits.allows(entry["id"], served_as(entry["id"]))
+    ]
+    return {**body, "data": allowed}
 
 
 async def list_models(request: web.Request) -> web.Response:
