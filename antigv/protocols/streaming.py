@@ -11,17 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
 
-from antigv.appkeys import CONFIG, GATEWAY, REQUEST_ID, SHUTDOWN_CUT
+from antigv.appkeys import CONFIG, GATEWAY, PRINCIPAL, REQUEST_ID, SHUTDOWN_CUT
+from antigv.core.conversation import ChatRequest
 from antigv.core.errors import GatewayError, InternalError, ServiceUnavailable
 from antigv.core.events import Event
 from antigv.core.failures import UpstreamFailure, client_error
 from antigv.gateway.service import Reply
+from antigv.protocols.web import json_response
 
 log = structlog.get_logger(__name__)
 
@@ -115,6 +117,38 @@ async def whole_reply(request: web.Request, reply: Reply) -> tuple[list[Event], 
     spent = overhead(reply, reply.upstream_done)
     request.app[GATEWAY].metrics.overhead_seconds.observe(spent)
     return events, {OVERHEAD_HEADER: f"{spent * 1000:.2f}", **reply.rate_limit_headers}
+
+
+async def answer_chat(
+    request: web.Request,
+    chat: ChatRequest,
+    *,
+    surface: str,
+    started: float,
+    renderer: Callable[[Reply], StreamRenderer],
+    assemble: Callable[[list[Event], str], dict[str, Any]],
+    headers: dict[str, str] | None = None,
+    heartbeat: tuple[bytes, float] | None = None,
+) -> web.StreamResponse:
+    """A chat surface's answer to ``chat``: the gateway's reply as a stream (``renderer``)
+    or as one body (``assemble``, given the events and the requested model)."""
+    shutdown = request.app[SHUTDOWN_CUT]
+    async with request.app[GATEWAY].chat(
+        request[PRINCIPAL], chat, request_id=request[REQUEST_ID], started=started, surface=surface
+    ) as reply:
+        try:
+            if chat.stream:
+                return await stream_reply(
+                    request, reply, renderer(reply), headers=headers, heartbeat=heartbeat
+                )
+            events, whole_headers = await whole_reply(request, reply)
+            return json_response(
+                assemble(events, reply.requested_model), headers={**whole_headers, **(headers or {})}
+            )
+        except asyncio.CancelledError:
+            if shutdown.cut:
+                reply.fail()
+            raise
 
 
 def _mid_stream_error(exc: Exception, request_id: str) -> GatewayError:

@@ -6,7 +6,6 @@ Everything but the wire shape is the gateway's, as for chat completions.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from aiohttp import web
@@ -16,7 +15,7 @@ from antigv.protocols.anthropic.errors import anthropic_error
 from antigv.protocols.anthropic.parse import parse_count_tokens_request, parse_messages_request
 from antigv.protocols.anthropic.render import PING, StreamRenderer, assemble_message
 from antigv.protocols.auth import PUBLIC, access
-from antigv.protocols.streaming import stream_reply, whole_reply
+from antigv.protocols.streaming import answer_chat
 from antigv.protocols.web import json_response, read_json
 
 SURFACE = "messages"
@@ -29,29 +28,19 @@ COUNT_SOURCE_HEADER = "x-antigv-token-count"
 
 async def messages(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
-    shutdown = request.app[SHUTDOWN_CUT]
-    with shutdown.tracking():
+    with request.app[SHUTDOWN_CUT].tracking():
         chat = parse_messages_request(await read_json(request))
-        async with request.app[GATEWAY].chat(
-            request[PRINCIPAL], chat, request_id=request[REQUEST_ID], started=started, surface=SURFACE
-        ) as reply:
-            try:
-                if chat.stream:
-                    renderer = StreamRenderer(reply.requested_model, lambda: reply.upstream.usage)
-                    every = request.app[CONFIG].server.stream_ping_interval
-                    return await stream_reply(
-                        request,
-                        reply,
-                        renderer,
-                        headers={REQUEST_ID_HEADER: request[REQUEST_ID]},
-                        heartbeat=(PING, every) if every > 0 else None,
-                    )
-                events, headers = await whole_reply(request, reply)
-                return json_response(assemble_message(events, reply.requested_model), headers=headers)
-            except asyncio.CancelledError:
-                if shutdown.cut:
-                    reply.fail()
-                raise
+        every = request.app[CONFIG].server.stream_ping_interval
+        return await answer_chat(
+            request,
+            chat,
+            surface=SURFACE,
+            started=started,
+            renderer=lambda reply: StreamRenderer(reply.requested_model, lambda: reply.upstream.usage),
+            assemble=assemble_message,
+            headers={REQUEST_ID_HEADER: request[REQUEST_ID]},
+            heartbeat=(PING, every) if every > 0 else None,
+        )
 
 
 async def count_tokens(request: web.Request) -> web.Response:
