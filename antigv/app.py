@@ -17,11 +17,13 @@ from antigv.accounting.usage import purge_old_usage, usage_writer
 from antigv.appkeys import (
     ACCOUNT_REPO,
     CATALOGUE,
+    CIPHER,
     CLIENT_IDENTITY,
     CLOCK,
     CONFIG,
     DB,
     GATEWAY,
+    GEMINI_API,
     HTTP,
     KEY_CACHE,
     KEY_LIMITER,
@@ -44,6 +46,9 @@ from antigv.backends.antigravity.backend import AntigravityBackend
 from antigv.backends.antigravity.client import UpstreamClient
 from antigv.backends.antigravity.identity import MANIFEST_REFRESH, ClientIdentity, refresh_client_version
 from antigv.backends.antigravity.tokens import TokenManager, refresh_due_tokens
+from antigv.backends.gemini_api.backend import KIND as GEMINI_API_KIND
+from antigv.backends.gemini_api.backend import GeminiApiBackend
+from antigv.backends.gemini_api.client import GeminiApiClient
 from antigv.config import Config, ConfigError
 from antigv.gateway.admission import KeyLimiter, reconciling
 from antigv.gateway.catalogue import ModelCatalogue
@@ -56,8 +61,9 @@ from antigv.ops.embedded_pg import default_cluster
 from antigv.ops.lifecycle import Lifecycle
 from antigv.ops.metrics import setup as setup_metrics
 from antigv.ops.tasks import Task, TaskLoop, task_loop
-from antigv.protocols import streaming
-from antigv.protocols.admin import accounts, envelope, keys, oauth, quotas, users
+from antigv.protocols import streaming, ui
+from antigv.protocols.admin import accounts, envelope, gemini_keys, keys, oauth, quotas, users
+from antigv.protocols.admin.gemini_keys import learn_key_models
 from antigv.protocols.anthropic import messages
 from antigv.protocols.auth import KeyCache, auth_middleware
 from antigv.protocols.middleware import request_middleware
@@ -136,9 +142,13 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     backend = AntigravityBackend(
         config=config, upstream=app[UPSTREAM], tokens=tokens, accounts=app[ACCOUNT_REPO]
     )
+    app[GEMINI_API] = GeminiApiBackend(
+        config=config, client=GeminiApiClient(app[HTTP], config.upstream, config.gemini_api), cipher=cipher
+    )
+    app[CIPHER] = cipher
     app[GATEWAY] = Gateway(
         config=config,
-        backend=backend,
+        backends={"antigravity": backend, GEMINI_API_KIND: app[GEMINI_API]},
         router=router,
         accounts=app[ACCOUNT_REPO],
         signatures=SignatureStore(app[SIGNATURE_REPO]),
@@ -156,14 +166,19 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
 
 async def _learn_models(app: web.Application) -> None:
     """Read the accounts this process's model catalogue has not seen (after a start), through
-    the quota service, whose reads feed the catalogue (PROTOCOL §13.11)."""
+    the quota service, whose reads feed the catalogue (PROTOCOL §13.11), or a Gemini API
+    key's model listing."""
     catalogue, quotas = app[CATALOGUE], app[QUOTAS]
-    unread = [a for a in await app[ACCOUNT_REPO].enabled_ids() if not catalogue.has_read(a)]
+    kinds = await app[ACCOUNT_REPO].enabled_kinds()
+    unread = [a for a in kinds if not catalogue.has_read(a)]
     gate = asyncio.Semaphore(CATALOGUE_READ_CONCURRENCY)
 
     async def read(account_id: int) -> None:
         async with gate:
-            await quotas.read(account_id)
+            if kinds[account_id] == GEMINI_API_KIND:
+                await learn_key_models(app, account_id)
+            else:
+                await quotas.read(account_id)
 
     await asyncio.gather(*(read(account_id) for account_id in unread))
 
@@ -231,11 +246,13 @@ def create_app(config: Config, *, clock: Clock = SYSTEM_CLOCK) -> web.Applicatio
     keys.setup(app)
     oauth.setup(app)
     accounts.setup(app)
+    gemini_keys.setup(app)
     streaming.setup(app)
     chat.setup(app)
     messages.setup(app)
     quotas.setup(app)
     models.setup(app)
+    ui.setup(app)
     if not config.security.token_encryption_key:
         log.warning("tokens_stored_in_clear", hint="set security.token_encryption_key")
     return app

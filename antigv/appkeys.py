@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from antigv.backends.antigravity.client import UpstreamClient
     from antigv.backends.antigravity.identity import ClientIdentity
     from antigv.backends.antigravity.tokens import TokenManager
+    from antigv.backends.gemini_api.backend import GeminiApiBackend
     from antigv.config import Config
     from antigv.core.principal import Principal
     from antigv.gateway.admission import KeyLimiter
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from antigv.protocols.surfaces import Surfaces
     from antigv.store.accounts import AccountRepository
     from antigv.store.api_keys import ApiKeyRepository
+    from antigv.store.crypto import TokenCipher
     from antigv.store.db import Database
     from antigv.store.quotas import QuotaRepository
     from antigv.store.signatures import SignatureRepository
@@ -58,6 +60,8 @@ CLIENT_IDENTITY: web.AppKey[ClientIdentity] = web.AppKey("client_identity")
 TOKENS: web.AppKey[TokenManager] = web.AppKey("tokens")
 CATALOGUE: web.AppKey[ModelCatalogue] = web.AppKey("catalogue")
 GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway")
+GEMINI_API: web.AppKey[GeminiApiBackend] = web.AppKey("gemini_api")
+CIPHER: web.AppKey[TokenCipher] = web.AppKey("cipher")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 TASKS: web.AppKey[TaskLoop] = web.AppKey("tasks")
 KEY_CACHE: web.AppKey[KeyCache] = web.AppKey("key_cache")

@@ -103,6 +103,16 @@ class ServerConfig:
     shutdown_timeout: float = field(default=30.0, metadata=_check(_non_negative, "must be >= 0"))
     # Seconds a request body may take to arrive; a slower one is a 408 (issue 11 item 24).
     body_timeout: float = field(default=30.0, metadata=_check(_positive, "must be > 0"))
+    # The address users reach the gateway at, when a proxy puts it behind a path prefix
+    # (https://example.com/antigv): the web console builds its links from it. Empty: the
+    # request's own address.
+    public_url: str = field(
+        default="",
+        metadata=_check(
+            lambda u: u == "" or (u.startswith(("http://", "https://")) and not u.endswith("/")),
+            "must be empty or an http(s) URL without a trailing slash",
+        ),
+    )
     # Seconds of silence after which a /v1/messages stream gets a ping event, as Anthropic
     # sends them while the model thinks (0 = none).
     stream_ping_interval: float = field(default=10.0, metadata=_check(_non_negative, "must be >= 0"))
@@ -414,6 +424,27 @@ class FailoverConfig:
 
 
 @dataclass(frozen=True)
+class GeminiApiConfig:
+    """Gemini API keys as accounts (issue 15, backends/gemini_api/); timeouts are [upstream]'s."""
+
+    base_url: str = field(
+        default="https://generativelanguage.googleapis.com",
+        metadata=_check(
+            lambda u: u.startswith(("http://", "https://")) and not u.endswith("/"),
+            "must be an http(s) URL without a trailing slash",
+        ),
+    )
+    # Tokens a shared key account adds to its users' pools per day: a key reports no
+    # remaining fraction, so pool charges are its tokens against this allowance.
+    pool_daily_tokens: int = field(default=1_000_000, metadata=_check(_positive, "must be > 0"))
+    # Where key accounts stand against OAuth accounts of the same rank (dedicated or shared).
+    prefer: str = field(
+        default="mixed",
+        metadata=_check(lambda v: v in ("first", "last", "mixed"), "must be first|last|mixed"),
+    )
+
+
+@dataclass(frozen=True)
 class KeysConfig:
     """Per-key limits across instances (issue 14, gateway/admission.py)."""
 
@@ -468,6 +499,7 @@ class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     failover: FailoverConfig = field(default_factory=FailoverConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)
+    gemini_api: GeminiApiConfig = field(default_factory=GeminiApiConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

@@ -12,8 +12,10 @@ which also counts upstream calls); the null proxy (bench/null_proxy.py); the gat
 Targets: **direct** (clients speak v1internal to the double, with the very body the
 gateway would send), **null** (the same through a 30-line aiohttp pass-through),
 **gw-stream** and **gw-unary** (OpenAI chat completions through the gateway; usage
-rows are recorded), **gw-messages** (Anthropic's ``POST /v1/messages``, streamed, the
-same model and prompt through the same gateway). Rounds run every concurrency level, and within each level every
+rows are recorded), **gw-stream-limited** (gw-stream's request with a second key of the
+same user whose limits are set so high that they never refuse: every limit path runs),
+**gw-messages** (Anthropic's ``POST /v1/messages``, streamed, the same model and prompt
+through the same gateway). Rounds run every concurrency level, and within each level every
 target in an order rotated per round, so the machine's noise falls on all alike.
 Then 1,000 streams are held open at once against each streaming target for memory.
 Results go to BENCHMARKS.md and stdout; raw samples, logs and profiles to bench/results/.
@@ -57,8 +59,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 MODEL = "gemini-3-flash"
 PROMPT = "Say hello to the benchmark."
 ACCOUNTS = 4
-TARGETS = ("direct", "null", "gw-stream", "gw-messages", "gw-unary")
-STREAM_TARGETS = ("direct", "null", "gw-stream", "gw-messages")
+TARGETS = ("direct", "null", "gw-stream", "gw-stream-limited", "gw-messages", "gw-unary")
+STREAM_TARGETS = ("direct", "null", "gw-stream", "gw-stream-limited", "gw-messages")
 MESSAGES_MAX_TOKENS = 1024  # Anthropic requires max_tokens; the upstream body differs only there
 LEVELS = (1, 16, 64)
 OPEN_STREAMS = 1000
@@ -66,6 +68,17 @@ OPEN_STREAMS = 1000
 OPEN_STREAM_FRAME_DELAY = 0.75
 OPEN_STREAM_RAMP = 3.0
 OVERHEAD_HEADER = "x-antigv-overhead-ms"
+# gw-stream-limited's key (issue 14, POST /api/keys): every limit set, none ever reached, so
+# admission runs every check (model allow-list, budget, requests in flight, rpm, tpm) and the
+# reconcile loop has a key to report and learn. The allow-list is a prefix of the model.
+LIMITED_KEY = {
+    "name": "bench-limited",
+    "rpm": 10_000_000,
+    "tpm": 10_000_000_000,
+    "max_concurrency": 100_000,
+    "allowed_models": [MODEL[:3] + "*"],
+    "monthly_token_budget": 10**15,
+}
 
 LIMITS = {
     "added_p50_c1_ms": 1.0,
@@ -73,13 +86,20 @@ LIMITS = {
     "stream_throughput_vs_null_c64": 0.70,
     "added_p99_c64_ms": 50.0,
     "db_round_trips_per_request": 2.0,
+    # Issue 14: with limits set, the request path plus the limiter's reconcile, per chat.
+    "db_round_trips_per_chat_limited": 0.03,
     "open_streams_rss_mb": 300.0,
 }
 
 # Named queries by where they run (the names are the project's, from sql/queries/*.sql).
-BEFORE_UPSTREAM = {"account_candidates", "user_by_key_hash", "get_signatures"}
+BEFORE_UPSTREAM = {"account_candidates", "key_by_hash", "user_by_key_hash", "get_signatures"}
 AFTER_UPSTREAM = {"store_signatures", "set_cooldown", "disable_account"}
 BATCHED = {"insert_usage_batch"}
+# The key limiter's reconcile loop (gateway/admission.py), about once a second while a limited
+# key is known to the instance (it is forgotten 120 s after its last use).
+LIMITER = {"record_key_activity", "record_key_inflight", "others_key_activity", "others_key_inflight",
+           "keys_month_tokens", "delete_old_key_activity"}  # fmt: skip
+LIMITER_WHERE = "key limiter reconcile (background)"
 CHAT_RPCS = {"streamGenerateContent", "generateContent"}
 # Quota reads after usage batches, debounced per account: both calls of one read (PROTOCOL §13.6).
 BACKGROUND_RPCS = {"fetchAvailableModels", "retrieveUserQuotaSummary"}
@@ -229,11 +249,22 @@ def wait_http(url: str, service: Service, timeout: float = 60.0) -> None:
     raise SystemExit(f"bench: {service.name} did not answer {url} within {timeout:.0f}s:\n{service.tail()}")
 
 
-def http_json(url: str, data: Any = None) -> Any:
+def http_json(url: str, data: Any = None, headers: dict[str, str] | None = None) -> Any:
     body = None if data is None else json.dumps(data).encode()
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json", **(headers or {})})
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read() or b"null")
+
+
+def rate_limit_headers(url: str, key: str) -> dict[str, str]:
+    """The x-ratelimit-* headers of one streamed chat with ``key`` (read to its end)."""
+    req = urllib.request.Request(url, data=json.dumps(openai_body(True)).encode(),
+                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})  # fmt: skip
+    with urllib.request.urlopen(req, timeout=30) as r:
+        body = r.read()
+        if b"[DONE]" not in body:
+            raise SystemExit(f"bench: a streamed chat did not end with [DONE]: {body[-200:]!r}")
+        return {k.lower(): v for k, v in r.headers.items() if k.lower().startswith("x-ratelimit-")}
 
 
 class PostgresBench:
@@ -243,6 +274,7 @@ class PostgresBench:
         from antigv.ops.embedded_pg import Cluster
 
         self.cluster = Cluster(root, port=free_port())
+        self._snap: Any = None
 
     def start(self) -> None:
         c = self.cluster
@@ -284,6 +316,21 @@ class PostgresBench:
     def reset_statements(self) -> None:
         self.sql("postgres", "SELECT pg_stat_statements_reset()")
 
+    def snapshot(self) -> dict[str, int]:
+        """calls per statement text now, on one connection kept open (no backend started
+        per phase, whose CPU would land in a phase's PG CPU)."""
+        import psycopg2
+
+        if self._snap is None:
+            self._snap = psycopg2.connect(self.cluster.dsn("postgres"))
+            self._snap.autocommit = True
+        with self._snap.cursor() as cur:
+            cur.execute(
+                "SELECT query, sum(calls)::bigint FROM pg_stat_statements "
+                "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'antigv') GROUP BY query"
+            )
+            return dict(cur.fetchall())
+
     def statements(self) -> list[tuple[str, int]]:
         return self.sql(
             "postgres",
@@ -295,6 +342,8 @@ class PostgresBench:
         return self.sql("postgres", "SHOW server_version")[0][0]
 
     def stop(self) -> None:
+        if self._snap is not None:
+            self._snap.close()
         self.cluster.stop()
 
 
@@ -379,6 +428,8 @@ class Phase:
     max_open: int
     calls: dict[str, int] = field(default_factory=dict)
     overhead: list[float] = field(default_factory=list)
+    # Gateway phases: calls per named statement between the phase's start and end.
+    statements: dict[str, int] = field(default_factory=dict)
 
 
 class RssSampler(threading.Thread):
@@ -414,6 +465,8 @@ class Bench:
         # Taken as the gateway starts, so that edits to the tree during a run cannot mislabel it.
         self.revision = "unknown"
         self.query_prints: dict[str, str] = {}
+        self.limited_headers: dict[str, str] = {}
+        self.measure_started = 0.0
 
     # --- set-up ---------------------------------------------------------------------
 
@@ -451,6 +504,14 @@ class Bench:
         wait_http(f"http://127.0.0.1:{up_port}/healthz", self.upstream)
         wait_http(f"http://127.0.0.1:{null_port}/", null)  # any answer will do
         wait_http(f"http://127.0.0.1:{gw_port}/healthz", self.gateway)
+        gw_url = f"http://127.0.0.1:{gw_port}"
+        made = http_json(gw_url + "/api/keys", LIMITED_KEY, {"Authorization": f"Bearer {user['api_key']}"})
+        limited_key = made["data"]["api_key"]
+        # Both keys once before any load: the limited one must carry its limits' headers, the other none.
+        self.limited_headers = rate_limit_headers(gw_url + "/v1/chat/completions", limited_key)
+        plain = rate_limit_headers(gw_url + "/v1/chat/completions", user["api_key"])
+        if self.limited_headers.get("x-ratelimit-limit-requests") != str(LIMITED_KEY["rpm"]) or plain:
+            raise SystemExit(f"bench: x-ratelimit-* headers: limited key {self.limited_headers}, unlimited {plain}")
 
         direct_headers = {
             "Content-Type": "application/json",
@@ -461,6 +522,7 @@ class Bench:
         path = "/v1internal:streamGenerateContent?alt=sse"
         ubody = upstream_body()
         gw_headers = {"Content-Type": "application/json", "Authorization": f"Bearer {user['api_key']}"}
+        limited_headers = {**gw_headers, "Authorization": f"Bearer {limited_key}"}
         chat = "/v1/chat/completions"
         # As Anthropic's SDKs send it: the key in x-api-key, plus the API version.
         msg_headers = {"Content-Type": "application/json", "x-api-key": user["api_key"],
@@ -472,6 +534,9 @@ class Bench:
                            "usageMetadata", null),
             "gw-stream": Target("gw-stream", gw_port, http_request(chat, gw_port, gw_headers,
                                 json.dumps(openai_body(True)).encode()), "[DONE]", self.gateway, OVERHEAD_HEADER),
+            "gw-stream-limited": Target("gw-stream-limited", gw_port, http_request(chat, gw_port,
+                                        limited_headers, json.dumps(openai_body(True)).encode()), "[DONE]",
+                                        self.gateway, OVERHEAD_HEADER),
             "gw-messages": Target("gw-messages", gw_port, http_request("/v1/messages", gw_port, msg_headers,
                                   json.dumps(anthropic_body()).encode()), "message_stop", self.gateway,
                                   OVERHEAD_HEADER),
@@ -557,6 +622,8 @@ format = "json"
             path.write_text(json.dumps(spec))
             specs.append(path)
         server = target.server.pid
+        gateway_phase = target.server is self.gateway
+        stmts0 = self.pg.snapshot() if gateway_phase else {}
         reset_peak_rss(server)
         sampler = RssSampler(server)
         sampler.start()
@@ -576,6 +643,7 @@ format = "json"
         cpu1 = (cpu_seconds(server), cpu_seconds(self.upstream.pid), self.pg.cpu())
         calls1 = self.calls()
         peak = sampler.finish()
+        stmts1 = self.pg.snapshot() if gateway_phase else {}
         samples = [s for o in outputs for s in o["samples"]]
         errors = sum(o["errors"] for o in outputs)
         phase = Phase(
@@ -594,6 +662,7 @@ format = "json"
             max_open=sum(o["max_open"] for o in outputs),
             calls={k: calls1.get(k, 0) - calls0.get(k, 0) for k in set(calls0) | set(calls1)},
             overhead=[v for o in outputs for v in o.get("header_values", [])],
+            statements=statement_delta(stmts0, stmts1, self.query_prints),
         )
         rps = phase.requests / phase.wall if phase.wall else 0
         ttfb = sorted(s[0] for s in samples)
@@ -671,11 +740,21 @@ format = "json"
         for p in gw:
             for k, v in p.calls.items():
                 calls[k] = calls.get(k, 0) + v
+        by_target: dict[str, dict[str, Any]] = {}
+        for p in gw:
+            t = by_target.setdefault(p.target, {"requests": 0, "statements": {}})
+            t["requests"] += p.requests + p.errors
+            for k, v in p.statements.items():
+                t["statements"][k] = t["statements"].get(k, 0) + v
+        statements = classify_statements(self.pg.statements(), self.query_prints)
         return {
             "requests": sum(p.requests + p.errors for p in gw),
             "seconds": sum(p.wall for p in gw),
-            "statements": classify_statements(self.pg.statements(), self.query_prints),
+            # From the statements' reset after the warm-up to their read: the background loops' span.
+            "measured_seconds": time.monotonic() - self.measure_started,
+            "statements": statements,
             "upstream_calls": {k: v for k, v in calls.items() if v},
+            "by_target": by_target,
         }
 
     # --- tear-down ------------------------------------------------------------------
@@ -718,31 +797,47 @@ def query_prints() -> dict[str, str]:
     return {_fingerprint(sql): name for name, sql in Queries.load()._queries.items()}
 
 
+def statement_name(query: str, prints: dict[str, str]) -> str:
+    fp = _fingerprint(query)
+    name = next((n for p, n in prints.items() if p and fp and (fp.startswith(p) or p.startswith(fp))), None)
+    return name if name is not None else " ".join(query.split())[:50]
+
+
+def statement_delta(before: dict[str, int], after: dict[str, int], prints: dict[str, str]) -> dict[str, int]:
+    """Calls per statement name between two snapshots (a reset in between counts from zero)."""
+    out: dict[str, int] = {}
+    for query, calls in after.items():
+        n = calls - before.get(query, 0)
+        if n < 0:
+            n = calls
+        if n:
+            name = statement_name(query, prints)
+            out[name] = out.get(name, 0) + n
+    return out
+
+
+def statement_where(name: str) -> str:
+    if name in BEFORE_UPSTREAM:
+        return "request path, before upstream"
+    if name in AFTER_UPSTREAM:
+        return "request path, after upstream"
+    if name in BATCHED:
+        return "usage writer, batched"
+    if name in LIMITER:
+        return LIMITER_WHERE
+    if name.upper() in ("BEGIN", "COMMIT", "ROLLBACK"):
+        return "transaction control (background)"
+    return "background (quota reads, tasks)"
+
+
 def classify_statements(rows: list[tuple[str, int]], prints: dict[str, str]) -> list[dict[str, Any]]:
     """Calls per named query (psycopg2 inlines arrays, so one name may have many entries)."""
     merged: dict[str, int] = {}
     for query, calls in rows:
-        fp = _fingerprint(query)
-        name = next(
-            (n for p, n in prints.items() if p and fp and (fp.startswith(p) or p.startswith(fp))), None
-        )
-        if name is None:
-            name = " ".join(query.split())[:50]
+        name = statement_name(query, prints)
         merged[name] = merged.get(name, 0) + calls
-    out = []
-    for name, calls in sorted(merged.items(), key=lambda kv: -kv[1]):
-        if name in BEFORE_UPSTREAM:
-            where = "request path, before upstream"
-        elif name in AFTER_UPSTREAM:
-            where = "request path, after upstream"
-        elif name in BATCHED:
-            where = "usage writer, batched"
-        elif name.upper() in ("BEGIN", "COMMIT", "ROLLBACK"):
-            where = "transaction control (background)"
-        else:
-            where = "background (quota reads, tasks)"
-        out.append({"name": name, "calls": calls, "where": where})
-    return out
+    return [{"name": name, "calls": calls, "where": statement_where(name)}
+            for name, calls in sorted(merged.items(), key=lambda kv: -kv[1])]  # fmt: skip
 
 
 _AREAS = [  # the deepest frame that matches names the area of a sample
@@ -1001,7 +1096,7 @@ def beyond_null_table(rows: dict, levels: list[int]) -> list[str]:
         "|---|--:|--:|--:|--:|--:|--:|",
     ]
     for level in levels:
-        for name in ("gw-stream", "gw-messages"):
+        for name in ("gw-stream", "gw-stream-limited", "gw-messages"):
             g, n = rows.get((name, level)), rows.get(("null", level))
             if g is None or n is None:
                 continue
@@ -1031,9 +1126,23 @@ _MESSAGES_METRICS = (
 
 def messages_table(rows: dict, levels: list[int]) -> list[str]:
     """gw-messages beside gw-stream: the same model, prompt, gateway and upstream frames."""
+    return pair_table(rows, levels, "gw-stream", "gw-messages", "chat", "messages",
+                      "gw-stream (chat completions)", "gw-messages (/v1/messages)")  # fmt: skip
+
+
+def limited_table(rows: dict, levels: list[int]) -> list[str]:
+    """gw-stream-limited beside gw-stream: the same request, gateway and user, another key."""
+    return pair_table(rows, levels, "gw-stream", "gw-stream-limited", "unlimited", "limited",
+                      "gw-stream (unlimited key)", "gw-stream-limited (limited key)")  # fmt: skip
+
+
+def pair_table(rows: dict, levels: list[int], base: str, other: str, base_short: str, other_short: str,
+               base_label: str, other_label: str) -> list[str]:  # fmt: skip
+    """``other`` beside ``base`` per level and metric: both, their ratio and difference, and
+    ``other``'s percentile minus direct's."""
     out = [
-        "| conc | metric | gw-stream (chat completions) | gw-messages (/v1/messages) | messages / chat "
-        "| messages − chat | messages added vs direct |",
+        f"| conc | metric | {base_label} | {other_label} | {other_short} / {base_short} "
+        f"| {other_short} − {base_short} | {other_short} added vs direct |",
         "|--:|---|--:|--:|--:|--:|--:|",
     ]
     direct_based = {
@@ -1043,7 +1152,7 @@ def messages_table(rows: dict, levels: list[int]) -> list[str]:
         "p99": (99, "totals"),
     }
     for level in levels:
-        c, m = rows.get(("gw-stream", level)), rows.get(("gw-messages", level))
+        c, m = rows.get((base, level)), rows.get((other, level))
         if c is None or m is None:
             continue
         for label, attr, digits in _MESSAGES_METRICS:
@@ -1052,12 +1161,38 @@ def messages_table(rows: dict, levels: list[int]) -> list[str]:
             vs_direct = ""
             if attr in direct_based:
                 q, which = direct_based[attr]
-                vs_direct = signed(added(rows, "gw-messages", level, q, which))
+                vs_direct = signed(added(rows, other, level, q, which))
             out.append(
                 f"| {level} | {label} | {fmt(a, digits)} | {fmt(b, digits)} | {ratio} "
                 f"| {signed(b - a, digits)} | {vs_direct} |"
             )
     return out
+
+
+def limited_db(db: dict) -> dict[str, float] | None:
+    """DB round trips per chat with limits set: the request path from gw-stream-limited's own
+    phases, the limiter's reconcile (a background loop) against all of the run's gateway requests."""
+    by_target = db.get("by_target", {})
+    lim, unl = by_target.get("gw-stream-limited"), by_target.get("gw-stream")
+    if lim is None:
+        return None
+
+    def path(t: dict | None) -> float:
+        if t is None:
+            return math.nan
+        calls = sum(v for k, v in t["statements"].items() if statement_where(k).startswith("request path"))
+        return calls / max(t["requests"], 1)
+
+    reconcile = sum(s["calls"] for s in db["statements"] if s["where"] == LIMITER_WHERE)
+    return {
+        "path_limited": path(lim),
+        "path_unlimited": path(unl),
+        "reconcile_calls": reconcile,
+        "reconcile_per_chat": reconcile / max(db["requests"], 1),
+        "reconcile_per_limited_chat": reconcile / max(lim["requests"], 1),
+        "reconcile_per_second": reconcile / max(db.get("measured_seconds", 0.0), 1e-9),
+        "limited_requests": lim["requests"],
+    }
 
 
 def evaluate(rows: dict, db: dict, open_phases: dict[str, Phase]) -> list[tuple[str, str, str, bool | None]]:
@@ -1116,6 +1251,14 @@ def evaluate(rows: dict, db: dict, open_phases: dict[str, Phase]) -> list[tuple[
                    f"{before + after:.3f} / {choice:.3f} / {before - choice:.3f} (key-cache refills)",
                    before + after <= LIMITS["db_round_trips_per_request"] and choice <= 1.0
                    and before - choice <= 0.05))  # fmt: skip
+    if (ld := limited_db(db)) is not None:
+        total = ld["path_limited"] + ld["reconcile_per_chat"]
+        checks.append(("DB round trips per chat with limits set (gw-stream-limited): request path + key limiter "
+                       "reconcile", "<= 0.03",
+                       f"{ld['path_limited']:.3f} + {ld['reconcile_per_chat']:.3f} = {total:.3f} (reconcile: "
+                       f"{ld['reconcile_calls']} statements, {ld['reconcile_per_second']:.1f}/s, against the run's "
+                       f"{db['requests']} gateway requests; unlimited gw-stream's request path "
+                       f"{ld['path_unlimited']:.3f})", total <= LIMITS["db_round_trips_per_chat_limited"]))  # fmt: skip
     calls = db["upstream_calls"]
     chat = sum(v for k, v in calls.items() if k in CHAT_RPCS)
     extra = sum(v for k, v in calls.items() if k not in CHAT_RPCS | BACKGROUND_RPCS) + max(0, chat - n)
@@ -1194,6 +1337,10 @@ def render(bench: Bench, rows: dict, db: dict | None, open_phases: dict[str, Pha
         f"same user message, `max_tokens: {MESSAGES_MAX_TOKENS}`, `stream: true`, the key in `x-api-key`; a "
         "good response ends with `message_stop`. Its upstream body differs from the chat request's only in "
         "`maxOutputTokens`, so direct is its baseline too, and the double answers both with the same frames.",
+        "- **gw-stream-limited**: gw-stream's request with a second key of the same user whose limits "
+        "(rpm, tpm, requests in flight, a model allow-list, a monthly token budget) are set so high they "
+        "never refuse, so every admission check runs and the key limiter reconciles with PostgreSQL about "
+        "once a second; beside gw-stream it is the cost of per-key limits.",
         "- **Load**: `bench/loadgen.py`, an asyncio (uvloop) closed-loop generator in its own process (two at "
         "concurrency 64), one keep-alive HTTP/1.1 connection per concurrent client, each a raw "
         "`asyncio.Protocol` that frames the response (chunked or Content-Length) and checks its end. Not "
@@ -1241,6 +1388,33 @@ def render(bench: Bench, rows: dict, db: dict | None, open_phases: dict[str, Pha
                   "Both through the same gateway process, same model and prompt, interleaved in every round; "
                   "`messages added vs direct` is gw-messages' percentile minus direct's.", ""]  # fmt: skip
         lines += messages_table(rows, levels)
+    if any(k[0] == "gw-stream-limited" for k in rows):
+        limits = ", ".join(f"{k} {v}" for k, v in LIMITED_KEY.items() if k != "name")
+        seen = ", ".join(f"`{k}: {v}`" for k, v in sorted(bench.limited_headers.items()))
+        lines += ["", "## A limited key beside an unlimited one, streaming (same run)", "",
+                  "gw-stream-limited sends gw-stream's very request through the same gateway process with a "
+                  f"second key of the same user, made with `POST /api/keys` ({limits}): limits that are never "
+                  "reached, so every admission check runs (allow-list, monthly budget, requests in flight, rpm, "
+                  "tpm), every response carries the x-ratelimit-* headers, and the limiter's reconcile loop has "
+                  f"a key to report and learn. Headers of one request before the load: {seen or 'none'}; the "
+                  "unlimited key's response had none. `limited added vs direct` is gw-stream-limited's "
+                  "percentile minus direct's.", ""]  # fmt: skip
+        lines += limited_table(rows, levels)
+        if db is not None and (ld := limited_db(db)) is not None:
+            total = ld["path_limited"] + ld["reconcile_per_chat"]
+            lines += ["", "Database round trips per chat with limits set:", "",
+                      f"- request path (statements between the start and end of gw-stream-limited's phases, over "
+                      f"its {ld['limited_requests']} requests): **{ld['path_limited']:.4f}** per chat; "
+                      f"gw-stream's (unlimited key) {ld['path_unlimited']:.4f}. Admission itself reads nothing.",
+                      f"- key limiter reconcile (a background loop, about once a second while a limited key was "
+                      f"used in the last 120 s, whatever the load): {ld['reconcile_calls']} statements in "
+                      f"{db['measured_seconds']:.0f} s ({ld['reconcile_per_second']:.1f} per second); counted "
+                      f"against the run's {db['requests']} gateway requests, as the other background statements "
+                      f"are: **{ld['reconcile_per_chat']:.4f}** per chat (against the limited key's own "
+                      f"{ld['limited_requests']} requests alone: {ld['reconcile_per_limited_chat']:.4f}).",
+                      f"- together: **{total:.4f}** per chat with limits set (goal <= "
+                      f"{LIMITS['db_round_trips_per_chat_limited']}).",
+                      ]  # fmt: skip
     if open_phases:
         lines += ["", f"## {OPEN_STREAMS} concurrent open streams", "",
                   "| target | streams ok | errors | open at once | peak RSS MB (server process) | server CPU s |",
@@ -1255,6 +1429,27 @@ def render(bench: Bench, rows: dict, db: dict | None, open_phases: dict[str, Pha
                   "| statement | where | calls | per request |", "|---|---|--:|--:|"]  # fmt: skip
         for s in db["statements"]:
             lines.append(f"| `{s['name']}` | {s['where']} | {s['calls']} | {s['calls'] / n:.4f} |")
+        if db.get("by_target"):
+            lines += ["", "Per target (statements between the start and end of each target's phases, over its "
+                      "requests; a background statement falls on whichever phase runs when it does):", "",
+                      "| target | requests | request path | `account_candidates` | `key_by_hash` | usage writer "
+                      "| key limiter reconcile | other background |", "|---|--:|--:|--:|--:|--:|--:|--:|"]  # fmt: skip
+            for name in TARGETS:
+                t = db["by_target"].get(name)
+                if t is None:
+                    continue
+                tn, st = max(t["requests"], 1), t["statements"]
+
+                def share(pred: Any, st: dict = st, tn: int = tn) -> str:
+                    return f"{sum(v for k, v in st.items() if pred(k)) / tn:.4f}"
+
+                lines.append(
+                    f"| {name} | {t['requests']} | {share(lambda k: statement_where(k).startswith('request path'))} "
+                    f"| {share(lambda k: k == 'account_candidates')} "
+                    f"| {share(lambda k: k in ('key_by_hash', 'user_by_key_hash'))} "
+                    f"| {share(lambda k: k in BATCHED)} | {share(lambda k: k in LIMITER)} "
+                    f"| {share(lambda k: statement_where(k).endswith('(background)') and k not in LIMITER or statement_where(k).startswith('background'))} |"
+                )
         lines += ["", "| upstream RPC | calls | per request |", "|---|--:|--:|"]
         for k, v in sorted(db["upstream_calls"].items()):
             lines.append(f"| {k} | {v} | {v / n:.4f} |")
@@ -1334,6 +1529,7 @@ def main(argv: list[str] | None = None) -> int:
         print("warm-up", flush=True)
         bench.warm_up()
         bench.pg.reset_statements()
+        bench.measure_started = time.monotonic()
         ticks0, load0 = cpu_ticks(), os.getloadavg()
         bench.measure()
         ticks1, load1 = cpu_ticks(), os.getloadavg()

@@ -31,6 +31,7 @@ ACCOUNT_FIELDS = {
     "created_at",
     "updated_at",
     "validation_url",
+    "kind",
 }
 ERROR_FIELDS = {"message", "type", "code", "param"}
 MALFORMED_IDS = ["abc", "99999999999999999999", "-1", "1.5", "0x1", "1e3", "+1"]

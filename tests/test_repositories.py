@@ -95,6 +95,7 @@ API_ROWS = {
         "updated_at",
         "validation_url",
         "cooldowns",
+        "kind",
     ],
     Cooldown: ["model_name", "until", "reason"],
     ModelQuota: [

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import tomllib
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +35,20 @@ from antigv.ops import serving
 from antigv.ops.embedded_pg import EmbeddedError, default_cluster, find_bindir
 from antigv.ops.logs import configure_logging
 from antigv.ops.metrics import MULTIPROC_ENV
+from antigv.protocols.admin.keys import parse_key_fields
+from antigv.protocols.auth import CACHE_TTL
 from antigv.protocols.web import optional_str
 from antigv.store import users
+from antigv.store.api_keys import LIMIT_FIELDS, ApiKey, ApiKeyRepository
 from antigv.store.db import Database, Queries, QueryError, close_pool, create_pool, migrate, sql_dir
 
 log = structlog.get_logger("antigv.server")
 # A process that writes to a pipe its reader closed ends as if killed by SIGPIPE.
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+
+
+class UsageError(Exception):
+    """A bad option value found after parsing: one line, exit 2 (as argparse's own)."""
 
 
 def _example_config() -> Path:
@@ -249,6 +256,15 @@ def _cell(value: Any, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """Cells in aligned columns, the header first."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+
+
 def user_table(listing: users.UserPage) -> str:
     """``user list`` for a person at a terminal."""
     header = ("ID", "NAME", "STATUS", "PREFERS", "KEY", "CREATED")
@@ -263,11 +279,7 @@ def user_table(listing: users.UserPage) -> str:
         )
         for u in listing.users
     ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    ]
+    lines = _table(header, rows)
     first = listing.offset + 1
     shown = f"{first}-{listing.offset + len(rows)}" if rows else "none"
     lines.append(f"({shown} of {listing.total} users)")
@@ -290,6 +302,151 @@ def cmd_user(config: Config, args: argparse.Namespace) -> int:
         print(user_table(result))
         return 0
     _print_json(result if result is not None else {"deleted": args.user_id})
+    return 0
+
+
+def _int_or_text(text: str) -> int | str:
+    """A number option; anything else goes on as given, for parse_key_fields to refuse by name."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",")]
+
+
+# ``key create``'s limit options: the field each sets -> (option, metavar, type, help).
+KEY_LIMIT_OPTIONS: dict[str, tuple[str, str, Callable[[str], Any], str]] = {
+    "expires_at": (
+        "--expires-at",
+        "ISO",
+        str,
+        "when the key stops working (ISO 8601; UTC without an offset)",
+    ),
+    "rpm": ("--rpm", "N", _int_or_text, "requests per minute"),
+    "tpm": ("--tpm", "N", _int_or_text, "tokens per minute"),
+    "max_concurrency": ("--max-concurrency", "N", _int_or_text, "requests in flight at once"),
+    "allowed_models": (
+        "--allowed-models",
+        "A,B*",
+        _comma_list,
+        "the models it may use: exact ids or prefixes ending in '*'",
+    ),
+    "monthly_token_budget": ("--monthly-token-budget", "N", _int_or_text, "tokens per calendar month (UTC)"),
+}
+_KEY_OPTIONS = {"name": "--name", "limits_locked": "--locked"} | {
+    field: spec[0] for field, spec in KEY_LIMIT_OPTIONS.items()
+}
+# The limits as ``key list`` and ``key create`` show them.
+_LIMIT_LABELS = {
+    "rpm": "rpm",
+    "tpm": "tpm",
+    "max_concurrency": "concurrency",
+    "allowed_models": "models",
+    "monthly_token_budget": "budget",
+}
+
+
+def key_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """``key create``'s options, checked as the API checks a body (the CLI acts as the admin)."""
+    body: dict[str, Any] = {"name": args.name}
+    body |= {field: getattr(args, field) for field in LIMIT_FIELDS if getattr(args, field) is not None}
+    if args.locked:
+        body["limits_locked"] = 1
+    try:
+        fields = parse_key_fields(body, creating=True)
+        expires_at = fields.get("expires_at")
+        if expires_at is not None and expires_at <= datetime.now(UTC):
+            raise InvalidRequest("expires_at is in the past", param="expires_at")
+    except InvalidRequest as exc:
+        option = f"{_KEY_OPTIONS[exc.param]}: " if exc.param in _KEY_OPTIONS else ""
+        raise UsageError(f"key create: {option}{exc.message}") from None
+    return fields
+
+
+def _key_limits(key: ApiKey) -> str:
+    shown = [
+        f"{label}={_cell(','.join(value) if isinstance(value, list) else value, 200)}"
+        for field, label in _LIMIT_LABELS.items()
+        if (value := getattr(key, field)) is not None
+    ]
+    if key.limits_locked:
+        shown.append("locked")
+    return " ".join(shown) or "none"
+
+
+def _key_status(key: ApiKey) -> str:
+    if key.status != 1:
+        return "revoked"
+    if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
+        return "expired"
+    return "active"
+
+
+def key_table(keys: list[ApiKey]) -> str:
+    """``key list``: never a secret (the repository has none to give)."""
+    header = ("ID", "USER", "NAME", "KEY", "STATUS", "LIMITS", "EXPIRES", "LAST USED")
+    rows = [
+        (
+            _cell(k.key_id),
+            _cell(k.user_id),
+            _cell(k.name or "-"),
+            _cell(k.key_prefix) + "…",
+            _key_status(k),
+            _cell(_key_limits(k), 60),
+            _cell(k.expires_at or "never"),
+            _cell(k.last_used_at or "never"),
+        )
+        for k in keys
+    ]
+    return "\n".join([*_table(header, rows), f"({len(rows)} key{'' if len(rows) == 1 else 's'})"])
+
+
+def _created_key(key: Any) -> str:
+    lines = [
+        f"key_id      {key.key_id}",
+        f"user_id     {key.user_id}",
+        f"name        {_cell(key.name, 200)}",
+        f"key_prefix  {_cell(key.key_prefix)}…",
+        f"limits      {_key_limits(key)}",
+        f"expires_at  {_cell(key.expires_at or 'never')}",
+        f"api_key     {key.api_key}",
+        "store the api_key now: it is not shown again",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_key(config: Config, args: argparse.Namespace) -> int:
+    fields = key_fields(args) if args.action == "create" else {}
+
+    async def act(db: Database) -> Any:
+        repository = ApiKeyRepository(db)
+        if args.action == "create":
+            return await repository.create(args.user, fields.pop("name"), fields)
+        if args.action == "list":
+            if args.user is not None:
+                await users.UserRepository(db).get(args.user)  # an unknown user is not "no keys"
+            return await repository.of_user(args.user)
+        if args.action == "revoke":
+            return await repository.update(args.key_id, {"status": 0})
+        await repository.delete(args.key_id)
+        return {"deleted": args.key_id}
+
+    result = asyncio.run(_with_db(config, act))
+    if args.json:
+        _print_json(result)
+        return 0
+    # No running instance is told: each one's key cache holds the key at most CACHE_TTL.
+    stops = f"an instance refuses it once it reloads it, every instance within {CACHE_TTL:g} seconds"
+    texts: dict[str, Callable[[Any], str]] = {
+        "create": _created_key,
+        "list": key_table,
+        "revoke": lambda key: f"revoked key {key.key_id} of user {key.user_id} (status 0): {stops}",
+        "delete": lambda _: f"deleted key {args.key_id} (its usage history is kept): {stops}",
+    }
+    print(texts[args.action](result))
     return 0
 
 
@@ -516,6 +673,28 @@ def build_parser() -> argparse.ArgumentParser:
         ("delete", "delete a user, their accounts and pools (usage history is kept)"),
     ):
         command(user_actions, action, text).add_argument("user_id", type=int)
+
+    key = command(commands, "key", "manage a user's API keys and their limits")
+    key_actions = key.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = command(key_actions, "create", "give a user another API key and print it (shown this once)")
+    create.add_argument("--user", type=int, required=True, metavar="ID", help="the user it is for")
+    create.add_argument("--name", required=True, help="what the key is for")
+    for option, metavar, kind, text in KEY_LIMIT_OPTIONS.values():
+        create.add_argument(option, type=kind, metavar=metavar, help=text)
+    create.add_argument(
+        "--locked", action="store_true", help="its owner may lower the limits, not raise them"
+    )
+    create.add_argument("--json", action="store_true", help="print the key as JSON")
+    listing = command(key_actions, "list", "list API keys, a user's or everyone's (never a secret)")
+    listing.add_argument("--user", type=int, metavar="ID", help="only this user's keys")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    for action, text in (
+        ("revoke", "switch a key off (status 0): it is refused, its limits and usage kept"),
+        ("delete", "delete a key (its usage history is kept)"),
+    ):
+        sub = command(key_actions, action, text)
+        sub.add_argument("key_id", type=int)
+        sub.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -524,6 +703,7 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "serve": cmd_serve,
     "db": cmd_db,
     "user": cmd_user,
+    "key": cmd_key,
     "refresh-tokens": cmd_refresh_tokens,
     "recover-quotas": cmd_recover_quotas,
 }
@@ -547,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
         return EXIT_BROKEN_PIPE
-    except (ConfigError, EmbeddedError, QueryError) as exc:
+    except (ConfigError, EmbeddedError, QueryError, UsageError) as exc:
         print(f"antigv: {exc}", file=sys.stderr)
         return 2
     except GatewayError as exc:

@@ -24,6 +24,9 @@ from antigv.core.errors import (
 
 class FailureKind(enum.Enum):
     QUOTA_EXHAUSTED = "quota_exhausted"
+    # A window of this account's quota for this one model is spent (a Gemini API key's
+    # per-model requests or tokens per minute or day); its other models still serve.
+    MODEL_QUOTA_EXHAUSTED = "model_quota_exhausted"
     RATE_LIMITED = "rate_limited"
     CAPACITY = "capacity"
     UNAUTHENTICATED = "unauthenticated"
@@ -82,7 +85,7 @@ def client_error(failure: UpstreamFailure) -> GatewayError:
         return InvalidRequest(failure.message, code="upstream_invalid_request")
     if kind is FailureKind.NOT_FOUND:
         return NotFound("The model does not exist or is not available upstream", code="model_not_found")
-    if kind is FailureKind.QUOTA_EXHAUSTED:
+    if kind in (FailureKind.QUOTA_EXHAUSTED, FailureKind.MODEL_QUOTA_EXHAUSTED):
         return RateLimited(
             "The upstream quota for this model is exhausted",
             code="quota_exhausted",

@@ -11,3 +11,4 @@ class ModelInfo:
     display_name: str
     supports_thinking: bool | None
     max_output_tokens: int | None
+    max_input_tokens: int | None = None

@@ -107,6 +107,15 @@ class ModelCatalogue:
             if moves:
                 log.info("model_deprecations_learnt", account_id=account_id, count=len(moves))
 
+    def learn_offers(self, account_id: int, offers: Mapping[str, ModelInfo]) -> None:
+        """Take in what a backend without ``fetchAvailableModels`` listed (a Gemini API key)."""
+        self._offers[account_id] = dict(offers)
+
+    def offers(self, account_id: int, model: str) -> bool | None:
+        """Whether the account offers ``model``; None when its listing was never read."""
+        offers = self._offers.get(account_id)
+        return None if offers is None else model in offers
+
     def note_retired(self, model: str, replacement_text: str) -> ModelRetired:
         """A retirement notice arrived for ``model``: remember it and return the client's error.
 

@@ -49,6 +49,7 @@ class _Rule:
 # Kinds absent here are decided by their own rules below (rate limits and capacity).
 _RULES: Mapping[FailureKind, _Rule] = {
     FailureKind.QUOTA_EXHAUSTED: _Rule(Next.OTHER_ACCOUNT, Effect.COOLDOWN_GROUP, "quota_cooldown"),
+    FailureKind.MODEL_QUOTA_EXHAUSTED: _Rule(Next.OTHER_ACCOUNT, Effect.COOLDOWN_MODEL, "quota_cooldown"),
     FailureKind.VALIDATION_REQUIRED: _Rule(
         Next.OTHER_ACCOUNT, Effect.PARK_FOR_VALIDATION, "validation_cooldown"
     ),
@@ -66,6 +67,10 @@ _RULES: Mapping[FailureKind, _Rule] = {
     FailureKind.INVALID_REQUEST: _Rule(Next.GIVE_UP),
     FailureKind.TIMEOUT: _Rule(Next.GIVE_UP),
 }
+
+
+# Kinds whose failure names when the account serves again (a quota's reset).
+_NAMED_RESETS = frozenset({FailureKind.QUOTA_EXHAUSTED, FailureKind.MODEL_QUOTA_EXHAUSTED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +131,8 @@ def decide(
     rule = _RULES[kind]
     until: datetime | None = None
     if rule.cooldown is not None:
-        named = failure.reset_at if kind is FailureKind.QUOTA_EXHAUSTED else None
+        named = failure.reset_at if kind in _NAMED_RESETS else None
         until = named or now + timedelta(seconds=getattr(policy, rule.cooldown))
-        if rule.effect in (Effect.COOLDOWN_GROUP, Effect.PARK_FOR_VALIDATION):
+        if rule.effect in (Effect.COOLDOWN_GROUP, Effect.PARK_FOR_VALIDATION) or kind in _NAMED_RESETS:
             attempts.parked_until(until)
     return Decision(rule.next, rule.effect, until, repair_first=rule.repair_first and remaining > 0)

@@ -72,9 +72,11 @@ def rank_candidates(
     exclude: frozenset[int] = frozenset(),
     pool_reserved: float = 0.0,
     now: datetime | None = None,
+    kind_order: Mapping[str, int] | None = None,
 ) -> Ranking:
     """``pool_reserved``: what this instance already admitted on the caller's pool for this
-    quota group and nobody charged yet (quotas/reservations.py); admission counts it spent."""
+    quota group and nobody charged yet (quotas/reservations.py); admission counts it spent.
+    ``kind_order`` ranks account kinds within a tier ([gemini_api] prefer); none: mixed."""
     now = now or datetime.now(UTC)
     # Dedicated (own, unshared) accounts first unless the user prefers the pool.
     tiers: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
@@ -99,7 +101,19 @@ def rank_candidates(
         tiers[0 if dedicated != prefer_shared else 1].append(row)
     if not tiers[0] and not tiers[1]:
         return Ranking([], retry_at=earliest, pool_wait=pool_wait)
-    return Ranking([*_spread(tiers[0], inflight, session_key), *_spread(tiers[1], inflight, session_key)])
+    ranked = []
+    for tier in tiers:
+        if kind_order:
+            # Each kind in its turn, spread within itself.
+            for rank in sorted(set(kind_order.values())):
+                same = [row for row in tier if kind_order.get(row.get("kind", "")) == rank]
+                ranked += _spread(same, inflight, session_key)
+            ranked += _spread(
+                [row for row in tier if row.get("kind", "") not in kind_order], inflight, session_key
+            )
+        else:
+            ranked += _spread(tier, inflight, session_key)
+    return Ranking(ranked)
 
 
 def _spread(

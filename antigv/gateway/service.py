@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -40,6 +40,14 @@ if TYPE_CHECKING:
     from antigv.ops.metrics import Metrics
 
 log = structlog.get_logger(__name__)
+
+ANTIGRAVITY = "antigravity"
+# [gemini_api] prefer -> the rank of each account kind within a tier (lower first).
+_KIND_ORDERS: dict[str, Mapping[str, int]] = {
+    "first": {"gemini_api": 0, ANTIGRAVITY: 1},
+    "last": {ANTIGRAVITY: 0, "gemini_api": 1},
+    "mixed": {},
+}
 
 # account id, failed model -> the models of its quota group (they share one bucket).
 GroupModels = Callable[[int, str], Awaitable[list[str]]]
@@ -110,7 +118,7 @@ class Gateway:
         self,
         *,
         config: Config,
-        backend: Backend,
+        backends: Mapping[str, Backend],
         router: AccountRouter,
         accounts: AccountRepository,
         signatures: SignatureStore,
@@ -124,7 +132,9 @@ class Gateway:
     ) -> None:
         self._config = config
         self._policy = config.failover
-        self._backend = backend
+        # Account kind -> the backend that serves such accounts.
+        self._backends = backends
+        self._kind_order = _KIND_ORDERS[config.gemini_api.prefer]
         self.router = router
         self._accounts = accounts
         self._signatures = signatures
@@ -177,19 +187,22 @@ class Gateway:
         model = request.model
         check_model(principal, requested, model)
         quota_group = self._config.quotas.group_of(model)
-        rows = await self.router.candidates(principal, model, quota_group)
+        rows = self._serving(await self.router.candidates(principal, model, quota_group), model)
         ranking = rank_candidates(
             rows,
             user_id=principal.user_id,
             prefer_shared=bool(principal.prefer_shared),
             inflight=self.router.inflight,
             pool_reserved=self.reservations.reserved(principal.user_id, quota_group),
+            kind_order=self._kind_order,
         )
         if ranking.accounts:
-            prepared = self._backend.prepare(request, {}, self._catalogue.info(model))
+            account = ranking.accounts[0]
+            backend = self._backends[account["kind"]]
+            prepared = backend.prepare(request, {}, self._catalogue.info(model))
             try:
                 async with asyncio.timeout(self._config.upstream.first_byte_timeout):
-                    return await self._backend.count_tokens(ranking.accounts[0], prepared), True
+                    return await backend.count_tokens(account, prepared), True
             except (UpstreamFailure, CredentialsFailed, TimeoutError) as exc:
                 log.info("count_tokens_estimated", model=model, error=type(exc).__name__)
         return estimate_input_tokens(request), False
@@ -202,11 +215,13 @@ class Gateway:
         """Try accounts until one produces a reply; raise a GatewayError if none does."""
         model = request.model
         quota_group = self._config.quotas.group_of(model)
-        rows = await self.router.candidates(principal, model, quota_group)
-        family = self._backend.signature_family(model)
-        wanted = self._backend.wanted_signatures(request)
-        stored = await self._signatures.find(family, wanted) if wanted else {}
-        prepared = self._backend.prepare(request, stored, self._catalogue.info(model))
+        rows = self._serving(await self.router.candidates(principal, model, quota_group), model)
+        # Each kind of account among the candidates gets the request in its backend's form.
+        prepared_by_kind: dict[str, tuple[Prepared, str]] = {}
+        for kind in sorted({row["kind"] for row in rows}) or [ANTIGRAVITY]:
+            prepared_by_kind[kind] = await self._prepare(self._backends[kind], request)
+        # One conversation, one digest: any kind's names the sticky account.
+        session_key = next(iter(prepared_by_kind.values()))[0].session_key
 
         attempts = Attempts(deadline=self._clock.monotonic() + self._config.upstream.first_byte_timeout)
         last_failure: UpstreamFailure | None = None
@@ -217,9 +232,10 @@ class Gateway:
                 user_id=principal.user_id,
                 prefer_shared=bool(principal.prefer_shared),
                 inflight=self.router.inflight,
-                session_key=prepared.session_key,
+                session_key=session_key,
                 exclude=frozenset(attempts.tried),
                 pool_reserved=self.reservations.reserved(principal.user_id, quota_group),
+                kind_order=self._kind_order,
             )
             if not ranking.accounts:
                 break
@@ -227,13 +243,15 @@ class Gateway:
             account_id = account["account_id"]
             self.router.acquire(account_id)
             held = self.reservations.reserve(principal.user_id, quota_group, account)
+            backend = self._backends[account["kind"]]
+            prepared, family = prepared_by_kind[account["kind"]]
             try:
-                reply = await self._attempt(account, prepared, request, requested, started, family)
+                reply = await self._attempt(backend, account, prepared, request, requested, started, family)
             except UpstreamFailure as failure:
                 self._release(account_id, held)
                 last_failure = failure
                 self.metrics.upstream_errors.labels(failure.kind.value).inc()
-                step = await self._after_failure(account, failure, model, attempts)
+                step = await self._after_failure(backend, account, failure, model, attempts)
             except CredentialsFailed as exc:
                 self._release(account_id, held)
                 last_failure = UpstreamFailure(FailureKind.UNAUTHENTICATED, 502, str(exc))
@@ -300,8 +318,32 @@ class Gateway:
             )
         return client_error(failure)
 
+    async def _prepare(self, backend: Backend, request: ChatRequest) -> tuple[Prepared, str]:
+        """The request in ``backend``'s form, with the stored signatures it replays; and the
+        signature family its replies sign for."""
+        family = backend.signature_family(request.model)
+        wanted = backend.wanted_signatures(request)
+        stored = await self._signatures.find(family, wanted) if wanted else {}
+        return backend.prepare(request, stored, self._catalogue.info(request.model)), family
+
+    def _serving(self, rows: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
+        """The candidates that can serve ``model``: an account whose listing is read must
+        offer it (when any account lists it); a key never read serves Gemini models."""
+        known = self._catalogue.knows(model)
+        serving = []
+        for row in rows:
+            offers = self._catalogue.offers(row["account_id"], model)
+            if offers is None:
+                if row["kind"] != ANTIGRAVITY and not model.startswith("gemini"):
+                    continue
+            elif not offers and known:
+                continue
+            serving.append(row)
+        return serving
+
     async def _attempt(
         self,
+        backend: Backend,
         account: Account,
         prepared: Prepared,
         request: ChatRequest,
@@ -310,7 +352,7 @@ class Gateway:
         family: str,
     ) -> Reply:
         overhead_before = time.perf_counter() - started
-        upstream = await self._backend.open(account, prepared)
+        upstream = await backend.open(account, prepared)
         rest = upstream.batches()
         first = await self._prime(upstream, rest)
         signatures = self._signatures
@@ -350,14 +392,14 @@ class Gateway:
         return []
 
     async def _after_failure(
-        self, account: Account, failure: UpstreamFailure, model: str, attempts: Attempts
+        self, backend: Backend, account: Account, failure: UpstreamFailure, model: str, attempts: Attempts
     ) -> Next:
         """Store what the failure says about the account; wait if the policy says so."""
         remaining = attempts.deadline - self._clock.monotonic()
         decision = decide(
             failure, account["account_id"], attempts, self._policy, now=self._clock.now(), remaining=remaining
         )
-        if decision.repair_first and await self._backend.repair(account, remaining):
+        if decision.repair_first and await backend.repair(account, remaining):
             return Next.SAME_ACCOUNT
         await self._apply(account["account_id"], decision, failure, model)
         if decision.wait:

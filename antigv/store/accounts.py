@@ -46,6 +46,8 @@ class Account:
     validation_url: str | None
     # The active ones, by model.
     cooldowns: tuple[Cooldown, ...]
+    # antigravity (a Google account by OAuth) | gemini_api (a Gemini API key; issue 15).
+    kind: str = "antigravity"
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Account:
@@ -76,6 +78,7 @@ class Account:
             updated_at=row["updated_at"],
             validation_url=row["validation_url"],
             cooldowns=cooldowns,
+            kind=row["kind"],
         )
 
 
@@ -86,6 +89,9 @@ class UsableAccount(TypedDict):
     account_id: int
     user_id: int
     is_shared: int
+    kind: str
+    # The sealed Gemini API key of a gemini_api account ('' for the others).
+    api_key: str
     project_id: str
     access_token: str
     access_token_expires_at: datetime | None
@@ -141,6 +147,8 @@ class AccountRepository:
                 account_id=row["account_id"],
                 user_id=row["user_id"],
                 is_shared=row["is_shared"],
+                kind=row["kind"],
+                api_key=row["api_key"],
                 project_id=row["project_id"],
                 access_token=row["access_token"],
                 access_token_expires_at=row["access_token_expires_at"],
@@ -175,3 +183,26 @@ class AccountRepository:
 
     async def enabled_ids(self) -> list[int]:
         return [row["account_id"] for row in await self._db.all("enabled_account_ids")]
+
+    async def enabled_kinds(self) -> dict[int, str]:
+        """Every enabled account's kind, by id."""
+        return {row["account_id"]: row["kind"] for row in await self._db.all("enabled_account_ids")}
+
+    async def sealed_api_key(self, account_id: int) -> str | None:
+        row = await self._db.one("account_api_key", account_id=account_id)
+        return None if row is None else str(row["api_key"])
+
+    async def add_gemini_key(
+        self, *, user_id: int, fingerprint: str, name: str, is_shared: int, sealed_key: str, tier: str
+    ) -> int | None:
+        """A Gemini API key as an account; None when that key is an account already."""
+        row = await self._db.one(
+            "insert_gemini_key_account",
+            user_id=user_id,
+            fingerprint=fingerprint,
+            name=name,
+            is_shared=is_shared,
+            api_key=sealed_key,
+            tier=tier,
+        )
+        return None if row is None else int(row["account_id"])

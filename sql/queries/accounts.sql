@@ -7,7 +7,7 @@
 -- name: get_account
 SELECT a.account_id, a.user_id, a.email, a.name, a.is_shared, a.status, a.disabled_reason,
        a.project_id, a.tier, a.access_token_expires_at, a.last_used_at, a.created_at, a.updated_at,
-       a.validation_url,
+       a.validation_url, a.kind,
        c.models AS cooldown_models, c.untils AS cooldown_untils, c.reasons AS cooldown_reasons
 FROM accounts a
 LEFT JOIN LATERAL account_cooldowns(a.account_id) c ON true
@@ -17,7 +17,7 @@ WHERE a.account_id = %(account_id)s
 -- name: list_accounts
 SELECT a.account_id, a.user_id, a.email, a.name, a.is_shared, a.status, a.disabled_reason,
        a.project_id, a.tier, a.access_token_expires_at, a.last_used_at, a.created_at, a.updated_at,
-       a.validation_url,
+       a.validation_url, a.kind,
        c.models AS cooldown_models, c.untils AS cooldown_untils, c.reasons AS cooldown_reasons
 FROM accounts a
 LEFT JOIN LATERAL account_cooldowns(a.account_id) c ON true
@@ -40,7 +40,7 @@ WITH changed AS (
 )
 SELECT a.account_id, a.user_id, a.email, a.name, a.is_shared, a.status, a.disabled_reason,
        a.project_id, a.tier, a.access_token_expires_at, a.last_used_at, a.created_at, a.updated_at,
-       a.validation_url,
+       a.validation_url, a.kind,
        c.models AS cooldown_models, c.untils AS cooldown_untils, c.reasons AS cooldown_reasons
 FROM changed a
 LEFT JOIN LATERAL account_cooldowns(a.account_id) c ON true
@@ -55,7 +55,7 @@ WITH changed AS (
 )
 SELECT a.account_id, a.user_id, a.email, a.name, a.is_shared, a.status, a.disabled_reason,
        a.project_id, a.tier, a.access_token_expires_at, a.last_used_at, a.created_at, a.updated_at,
-       a.validation_url,
+       a.validation_url, a.kind,
        c.models AS cooldown_models, c.untils AS cooldown_untils, c.reasons AS cooldown_reasons
 FROM changed a
 LEFT JOIN LATERAL account_cooldowns(a.account_id) c ON true
@@ -70,7 +70,7 @@ WITH changed AS (
 )
 SELECT a.account_id, a.user_id, a.email, a.name, a.is_shared, a.status, a.disabled_reason,
        a.project_id, a.tier, a.access_token_expires_at, a.last_used_at, a.created_at, a.updated_at,
-       a.validation_url,
+       a.validation_url, a.kind,
        c.models AS cooldown_models, c.untils AS cooldown_untils, c.reasons AS cooldown_reasons
 FROM changed a
 LEFT JOIN LATERAL account_cooldowns(a.account_id) c ON true
@@ -82,3 +82,14 @@ DELETE FROM accounts
 WHERE account_id = %(account_id)s
   AND (%(user_id)s::bigint IS NULL OR user_id = %(user_id)s::bigint)
 RETURNING account_id, user_id
+
+-- name: insert_gemini_key_account
+-- invalidates: account_candidates
+-- A Gemini API key as an account (issue 15); the same key added twice returns no row.
+INSERT INTO accounts (user_id, email, name, is_shared, kind, api_key, refresh_token, tier)
+VALUES (%(user_id)s, %(fingerprint)s, %(name)s, %(is_shared)s, 'gemini_api', %(api_key)s, '', %(tier)s)
+ON CONFLICT (email) DO NOTHING
+RETURNING account_id
+
+-- name: account_api_key
+SELECT api_key FROM accounts WHERE account_id = %(account_id)s AND kind = 'gemini_api'

@@ -64,7 +64,7 @@ WHERE account_id = %(account_id)s
 -- (the instance that served them went away before its debounced read).
 SELECT a.account_id
 FROM accounts a
-WHERE a.status = 1
+WHERE a.status = 1 AND a.kind = 'antigravity'  -- a Gemini API key reports no quota fractions
   AND (a.quota_fetched_at IS NULL
        OR a.quota_fetched_at < now() - make_interval(secs => %(stale_after)s)
        OR EXISTS (SELECT 1 FROM usage_log u

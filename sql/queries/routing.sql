@@ -3,7 +3,7 @@
 -- name: account_candidates
 -- Every enabled account the caller may use for one model, with what decides
 -- whether it can serve now. One round trip; the ranking happens in Python.
-SELECT a.account_id, a.user_id, a.is_shared, a.project_id, a.access_token,
+SELECT a.account_id, a.user_id, a.is_shared, a.kind, a.api_key, a.project_id, a.access_token,
        a.access_token_expires_at, a.refresh_retry_at, a.last_used_at,
        q.quota, q.reset_time, coalesce(q.status, 1) AS quota_status,
        -- An account parked as a whole (VALIDATION_REQUIRED, PROTOCOL §13.9) waits like a cooldown.
@@ -108,8 +108,9 @@ ON CONFLICT (account_id, model_name)
 DO UPDATE SET until = greatest(cooldowns.until, EXCLUDED.until), reason = EXCLUDED.reason
 
 -- name: accounts_due_for_refresh
+-- OAuth accounts only: a Gemini API key has no token to refresh.
 SELECT account_id FROM accounts
-WHERE status = 1
+WHERE status = 1 AND kind = 'antigravity'
   AND (access_token_expires_at IS NULL OR access_token_expires_at < now() + make_interval(secs => %(ahead)s))
   AND (refresh_retry_at IS NULL OR refresh_retry_at < now())
   AND (refresh_lease_until IS NULL OR refresh_lease_until <= now())

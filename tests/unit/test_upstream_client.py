@@ -12,7 +12,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from antigv.backends.antigravity.client import _camel_case_parts, _IdleWatchdog, _parse_frame
+from antigv.backends.google.stream import _camel_case_parts, _IdleWatchdog, _parse_frame
 
 
 class _Handle:

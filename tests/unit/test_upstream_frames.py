@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from antigv.backends.antigravity.client import _parse_frame
+from antigv.backends.google.stream import _parse_frame
 from antigv.core.errors import MalformedUpstreamReply
 from antigv.core.failures import UpstreamFailure
 

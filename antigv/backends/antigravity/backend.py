@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 import structlog
 
 from antigv.backends.antigravity import models
-from antigv.backends.antigravity.client import UpstreamClient, UpstreamStream
+from antigv.backends.antigravity.client import UpstreamClient
 from antigv.backends.antigravity.envelope import (
     UpstreamRequest,
     build_upstream_request,
@@ -23,10 +23,10 @@ from antigv.backends.antigravity.oauth import discover_project
 from antigv.backends.antigravity.tokens import AccountRevoked, RefreshFailed, TokenManager
 from antigv.backends.base import Account, Prepared, ToolCallSignature
 from antigv.backends.google.frames import FrameDecoder
+from antigv.backends.google.reply import GoogleReply
 from antigv.config import Config
 from antigv.core.conversation import ChatRequest
 from antigv.core.errors import GatewayError, InvalidRequest
-from antigv.core.events import Event, Usage
 from antigv.core.failures import CredentialsFailed, FailureKind, UpstreamFailure
 from antigv.core.models import ModelInfo
 from antigv.store.accounts import AccountRepository
@@ -45,34 +45,6 @@ def _encode_body(body: dict[str, Any]) -> bytes:
             "or holds an integer beyond 64 bits",
             code="request_not_encodable",
         ) from None
-
-
-class AntigravityReply:
-    def __init__(self, stream: UpstreamStream, decoder: FrameDecoder) -> None:
-        self._stream = stream
-        self._decoder = decoder
-
-    async def batches(self) -> AsyncIterator[Sequence[Event]]:
-        decoder = self._decoder
-        async for batch in self._stream.batches():
-            yield [event for frame in batch for event in decoder.feed(frame)]
-
-    def closing(self) -> Sequence[Event]:
-        return self._decoder.finish()
-
-    @property
-    def usage(self) -> Usage:
-        return self._decoder.usage
-
-    @property
-    def signatures(self) -> Mapping[str, ToolCallSignature]:
-        return {
-            call_id: ToolCallSignature(signature, thinking)
-            for call_id, (signature, thinking) in self._decoder.tool_signatures.items()
-        }
-
-    def close(self) -> None:
-        self._stream.close()
 
 
 class AntigravityBackend:
@@ -112,7 +84,7 @@ class AntigravityBackend:
         )
         return Prepared(envelope.model, envelope.session_key, envelope)
 
-    async def open(self, account: Account, prepared: Prepared) -> AntigravityReply:
+    async def open(self, account: Account, prepared: Prepared) -> GoogleReply:
         envelope: UpstreamRequest = prepared.payload
         body = envelope.body
         # PROTOCOL §13.3: never "project": "" (a 400); an account without a project sends none.
@@ -142,7 +114,7 @@ class AntigravityBackend:
             check_first_text=reject_notices,
             tool_call_id_prefix=envelope.tool_call_id_prefix,
         )
-        return AntigravityReply(stream, decoder)
+        return GoogleReply(stream, decoder)
 
     async def count_tokens(self, account: Account, prepared: Prepared) -> int:
         """``countTokens`` with the envelope's model and contents (PROTOCOL §13.10)."""

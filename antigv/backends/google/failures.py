@@ -9,7 +9,7 @@ client sees. Shared by the Google-family backends.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -18,7 +18,14 @@ import orjson
 
 from antigv.core.failures import FailureKind, UpstreamFailure
 
-THROTTLE_KINDS = frozenset({FailureKind.QUOTA_EXHAUSTED, FailureKind.RATE_LIMITED, FailureKind.CAPACITY})
+THROTTLE_KINDS = frozenset(
+    {
+        FailureKind.QUOTA_EXHAUSTED,
+        FailureKind.MODEL_QUOTA_EXHAUSTED,
+        FailureKind.RATE_LIMITED,
+        FailureKind.CAPACITY,
+    }
+)
 
 # The upstream says "reset after 0s" or a few milliseconds for limits that are still in
 # force; retrying at once only earns another 429 (ACP floors such delays at 2 s too).
@@ -75,26 +82,36 @@ def parse_go_duration(text: str) -> float:
     return sign * seconds
 
 
+# (HTTP status, status text, ErrorInfo reason, message, details) -> the failure's kind.
+KindRule = Callable[[int, str, "str | None", str, list[dict[str, Any]]], FailureKind]
+
+
 def classify_error(
     status: int,
     body: bytes,
     headers: Mapping[str, str] | None = None,
     now: datetime | None = None,
+    *,
+    kind_of: KindRule | None = None,
 ) -> UpstreamFailure:
-    """Classify one upstream error reply. ``headers`` keys are matched case-insensitively."""
+    """Classify one upstream error reply. ``headers`` keys are matched case-insensitively;
+    ``kind_of`` is the backend's reading of the structured fields (Antigravity's by default)."""
     now = now or datetime.now(UTC)
-    error = _error_object(body)
+    error = error_object(body)
     if error is None:
         message = body.decode("utf-8", "replace").strip()[:_BODY_EXCERPT_CHARS]
         error = {}
     else:
         message = _display_message(error)
-    raw_details = error.get("details")
-    details = [d for d in raw_details if isinstance(d, dict)] if isinstance(raw_details, list) else []
+    details = error_details(error)
     if status < 400 and isinstance(error.get("code"), int):
         status = error["code"]  # an error frame inside a 200 stream carries the real status
     reason = _error_info_reason(details)
-    kind = _kind(status, str(error.get("status") or ""), reason, message)
+    status_text = str(error.get("status") or "")
+    if kind_of is None:
+        kind = _kind(status, status_text, reason, message)
+    else:
+        kind = kind_of(status, status_text, reason, message, details)
     retry_after, reset_at = _delay(details, message, headers or {}, now)
     if retry_after is not None and not retry_after <= MAX_DELAY:  # NaN too
         retry_after = MAX_DELAY
@@ -106,7 +123,13 @@ def classify_error(
     return UpstreamFailure(kind, status, message, reason, retry_after, reset_at, validation_url)
 
 
-def _error_object(body: bytes) -> dict[str, Any] | None:
+def error_details(error: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The ``details`` objects of a Google error (``google.rpc.*`` messages)."""
+    raw = error.get("details")
+    return [d for d in raw if isinstance(d, dict)] if isinstance(raw, list) else []
+
+
+def error_object(body: bytes) -> dict[str, Any] | None:
     """The ``error`` member of an object or ``[{"error": ...}]`` body; None if there is none."""
     try:
         document = orjson.loads(body)

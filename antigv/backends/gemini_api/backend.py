@@ -1,0 +1,110 @@
+"""The Gemini API backend (issue 15): accounts that are API keys of Google's public
+Gemini API, licensed for third-party software. The request is the same translation as
+the Antigravity backend's (contents, tools and their sanitised schemas, thinking per
+model family, thought signatures), sent as a plain ``GenerateContentRequest`` without
+Cloud Code's envelope; replies decode with the same frame decoder."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from antigv.backends.antigravity import models as families
+from antigv.backends.antigravity.envelope import (
+    UpstreamRequest,
+    build_upstream_request,
+    replayed_tool_call_ids,
+)
+from antigv.backends.base import Account, Prepared, ToolCallSignature
+from antigv.backends.gemini_api.client import GeminiApiClient
+from antigv.backends.gemini_api.models import parse_models
+from antigv.backends.google.frames import FrameDecoder
+from antigv.backends.google.reply import GoogleReply
+from antigv.config import Config
+from antigv.core.conversation import ChatRequest
+from antigv.core.failures import CredentialsFailed, FailureKind, UpstreamFailure
+from antigv.core.models import ModelInfo
+from antigv.store.crypto import SealedTokenError, TokenCipher
+
+KIND = "gemini_api"
+# Cloud Code's fields of the inner request that the public API does not take.
+_ENVELOPE_ONLY = ("sessionId",)
+
+
+def gemini_request(envelope: UpstreamRequest) -> dict[str, Any]:
+    """The ``GenerateContentRequest`` inside an Antigravity envelope, as the public API takes it."""
+    request = {key: value for key, value in envelope.body["request"].items() if key not in _ENVELOPE_ONLY}
+    calling = request.get("toolConfig", {}).get("functionCallingConfig")
+    if calling is not None and calling.get("mode") == "VALIDATED":
+        # Cloud Code's default mode; the public API's documented one is AUTO.
+        request["toolConfig"] = {"functionCallingConfig": {**calling, "mode": "AUTO"}}
+    return request
+
+
+class GeminiApiBackend:
+    def __init__(self, *, config: Config, client: GeminiApiClient, cipher: TokenCipher) -> None:
+        self._defaults = config.defaults
+        self._thinking_rules = families.thinking_rules(config.models.thinking)
+        self._client = client
+        self._cipher = cipher
+
+    def signature_family(self, model: str) -> str:
+        # A signature opens only where it was made: another backend's copy of a family is foreign.
+        return f"{KIND}:{families.model_family(model)}"
+
+    def wanted_signatures(self, request: ChatRequest) -> list[str]:
+        return replayed_tool_call_ids(request, self._thinking_rules)
+
+    def prepare(
+        self, request: ChatRequest, signatures: Mapping[str, ToolCallSignature], model: ModelInfo | None
+    ) -> Prepared:
+        envelope = build_upstream_request(
+            request,
+            project=None,
+            defaults=self._defaults,
+            request_id="",
+            signatures=signatures,
+            model_info=model,
+            thinking_rules=self._thinking_rules,
+        )
+        return Prepared(envelope.model, envelope.session_key, envelope)
+
+    def _key(self, account: Account) -> str:
+        try:
+            return self._cipher.open(account["api_key"])
+        except SealedTokenError as exc:
+            raise CredentialsFailed(str(exc)) from exc
+
+    async def open(self, account: Account, prepared: Prepared) -> GoogleReply:
+        envelope: UpstreamRequest = prepared.payload
+        body = orjson.dumps(gemini_request(envelope))
+        stream = await self._client.open_stream(self._key(account), envelope.model, body)
+        decoder = FrameDecoder(
+            envelope.tool_names,
+            envelope.placeholder_tools,
+            families.PLACEHOLDER_ARGUMENT,
+            tool_call_id_prefix=envelope.tool_call_id_prefix,
+        )
+        return GoogleReply(stream, decoder)
+
+    async def count_tokens(self, account: Account, prepared: Prepared) -> int:
+        envelope: UpstreamRequest = prepared.payload
+        request = gemini_request(envelope)
+        answer = await self._client.count_tokens(
+            self._key(account),
+            envelope.model,
+            {"generateContentRequest": {"model": f"models/{envelope.model}", **request}},
+        )
+        total = answer.get("totalTokens")
+        if isinstance(total, bool) or not isinstance(total, int):
+            raise UpstreamFailure(FailureKind.SERVER_ERROR, 502, "countTokens answered without totalTokens")
+        return total
+
+    async def repair(self, account: Account, within: float) -> bool:
+        return False  # a key has no project to look up again
+
+    async def offered_models(self, key: str) -> dict[str, ModelInfo]:
+        """The chat models ``key`` may use (one listing, all pages); raises UpstreamFailure."""
+        return parse_models(await self._client.list_models(key))
