@@ -129,6 +129,9 @@ class PoolReservations:
                 del self._unwritten[id(record)]
                 reservation.record = None
                 reservation.written_at = written
+                if record.quota_consumed is not None:
+                    # Charged as it was written: no read will come to settle it.
+                    self.cancel(reservation)
 
     def on_settled(self, account_id: int, read_at: datetime) -> None:
         """``QuotaService`` listener: a read of ``account_id`` started at ``read_at`` is stored,

@@ -88,6 +88,11 @@ class Backend(Protocol):
         raises UpstreamFailure or CredentialsFailed when it cannot say."""
         ...
 
+    def quota_charge(self, usage: Usage) -> float | None:
+        """What a reply of ``usage`` costs the account's quota, when the backend knows at once;
+        None when a later quota read settles it."""
+        ...
+
     async def repair(self, account: Account, within: float) -> bool:
         """Try to mend an account whose project or permission was refused; True when it
         changed (the account row is updated in place) and is worth another try."""

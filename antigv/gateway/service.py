@@ -459,6 +459,7 @@ class Gateway:
             total_tokens=usage.total_tokens,
             surface=surface,
             key_id=principal.key_id,
+            quota_consumed=self._backends[account["kind"]].quota_charge(usage),
         )
         self.reservations.finished(reply.reservation, record)
         self.limiter.finish(reply.ticket, usage.prompt_tokens + usage.completion_tokens)

@@ -30,6 +30,9 @@ class UsageRecord:
     surface: str = "chat_completions"
     # The API key it was made with; None for the admin key.
     key_id: int | None = None
+    # Known at once for accounts that report no quota (a Gemini API key's tokens against its
+    # daily allowance); None: a quota read settles it later.
+    quota_consumed: float | None = None
     consumed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -85,6 +88,7 @@ def batch_params(records: Sequence[UsageRecord]) -> dict[str, list[Any]]:
         "consumed_at": [r.consumed_at for r in records],
         "surfaces": [r.surface for r in records],
         "key_ids": [r.key_id for r in records],
+        "quota_consumed": [r.quota_consumed for r in records],
     }
 
 
@@ -96,6 +100,20 @@ class UsageRepository:
         """One statement for the batch, which also stamps the accounts' last use; rows whose
         user or account was deleted meanwhile are kept, detached."""
         await self._db.execute("insert_usage_batch", **batch_params(records))
+        # Rows settled at once charge their users' pools now (the shared ones only, SPEC §6).
+        charges: dict[tuple[int, str], float] = {}
+        for r in records:
+            if r.quota_consumed and r.is_shared and r.user_id is not None:
+                charges[(r.user_id, r.quota_group)] = (
+                    charges.get((r.user_id, r.quota_group), 0.0) + r.quota_consumed
+                )
+        if charges:
+            await self._db.all(
+                "quota_charge_pools",
+                user_ids=[user for user, _ in charges],
+                groups=[group for _, group in charges],
+                amounts=list(charges.values()),
+            )
 
     async def rows(
         self,

@@ -9,17 +9,17 @@ WITH batch AS (
         %(prompt_tokens)s::integer[], %(completion_tokens)s::integer[],
         %(reasoning_tokens)s::integer[], %(total_tokens)s::integer[],
         %(statuses)s::text[], %(latencies)s::integer[], %(consumed_at)s::timestamptz[],
-        %(surfaces)s::text[], %(key_ids)s::bigint[]
+        %(surfaces)s::text[], %(key_ids)s::bigint[], %(quota_consumed)s::float8[]
     ) WITH ORDINALITY AS b(request_id, user_id, account_id, model_name, quota_group, is_shared,
            prompt_tokens, completion_tokens, reasoning_tokens, total_tokens,
-           status, latency_ms, consumed_at, surface, key_id, position)
+           status, latency_ms, consumed_at, surface, key_id, quota_consumed, position)
 ), inserted AS (
     INSERT INTO usage_log (request_id, user_id, account_id, model_name, quota_group, is_shared,
                            prompt_tokens, completion_tokens, reasoning_tokens, total_tokens,
-                           status, latency_ms, consumed_at, surface, key_id)
+                           status, latency_ms, consumed_at, surface, key_id, quota_consumed)
     SELECT b.request_id, u.user_id, a.account_id, b.model_name, b.quota_group, b.is_shared,
            b.prompt_tokens, b.completion_tokens, b.reasoning_tokens, b.total_tokens,
-           b.status, b.latency_ms, b.consumed_at, b.surface, b.key_id
+           b.status, b.latency_ms, b.consumed_at, b.surface, b.key_id, b.quota_consumed
     FROM batch b
     LEFT JOIN users u ON u.user_id = b.user_id
     LEFT JOIN accounts a ON a.account_id = b.account_id

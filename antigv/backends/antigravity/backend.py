@@ -27,6 +27,7 @@ from antigv.backends.google.reply import GoogleReply
 from antigv.config import Config
 from antigv.core.conversation import ChatRequest
 from antigv.core.errors import GatewayError, InvalidRequest
+from antigv.core.events import Usage
 from antigv.core.failures import CredentialsFailed, FailureKind, UpstreamFailure
 from antigv.core.models import ModelInfo
 from antigv.store.accounts import AccountRepository
@@ -130,6 +131,9 @@ class AntigravityBackend:
         if isinstance(total, bool) or not isinstance(total, int | str) or not str(total).isdigit():
             raise UpstreamFailure(FailureKind.SERVER_ERROR, 502, "countTokens answered without totalTokens")
         return int(total)
+
+    def quota_charge(self, usage: Usage) -> float | None:
+        return None  # the next fetchAvailableModels read settles it (accounting/settlement.py)
 
     async def repair(self, account: Account, within: float) -> bool:
         """Ask loadCodeAssist for the account's project again; True when it changed (now stored).

@@ -24,6 +24,7 @@ from antigv.backends.google.frames import FrameDecoder
 from antigv.backends.google.reply import GoogleReply
 from antigv.config import Config
 from antigv.core.conversation import ChatRequest
+from antigv.core.events import Usage
 from antigv.core.failures import CredentialsFailed, FailureKind, UpstreamFailure
 from antigv.core.models import ModelInfo
 from antigv.store.crypto import SealedTokenError, TokenCipher
@@ -46,6 +47,7 @@ def gemini_request(envelope: UpstreamRequest) -> dict[str, Any]:
 class GeminiApiBackend:
     def __init__(self, *, config: Config, client: GeminiApiClient, cipher: TokenCipher) -> None:
         self._defaults = config.defaults
+        self._daily_tokens = config.gemini_api.pool_daily_tokens
         self._thinking_rules = families.thinking_rules(config.models.thinking)
         self._client = client
         self._cipher = cipher
@@ -101,6 +103,11 @@ class GeminiApiBackend:
         if isinstance(total, bool) or not isinstance(total, int):
             raise UpstreamFailure(FailureKind.SERVER_ERROR, 502, "countTokens answered without totalTokens")
         return total
+
+    def quota_charge(self, usage: Usage) -> float | None:
+        """A key reports no remaining fraction: its tokens against the daily allowance
+        ([gemini_api] pool_daily_tokens), so the pool rules of SPEC §6 keep their meaning."""
+        return (usage.prompt_tokens + usage.completion_tokens) / self._daily_tokens
 
     async def repair(self, account: Account, within: float) -> bool:
         return False  # a key has no project to look up again
