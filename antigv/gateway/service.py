@@ -422,7 +422,8 @@ class Gateway:
                 await self._accounts.park_for_validation(account_id, until, failure.validation_url)
                 log.warning("account_needs_validation", account_id=account_id, until=until.isoformat())
             case Effect.DISABLE:
-                disabled_for = f"{reason}: {failure.message}"[:500]
+                named = f" ({failure.reason})" if failure.reason else ""
+                disabled_for = f"{reason}{named}: {failure.message}"[:500]
                 await self._accounts.disable(account_id, disabled_for)
                 log.warning("account_disabled", account_id=account_id, reason=disabled_for)
 

@@ -115,7 +115,12 @@ class E2E:
     # --- gateways and users --------------------------------------------------
 
     async def new_gateway(
-        self, *, server: dict[str, Any] | None = None, keys: dict[str, Any] | None = None, **upstream: Any
+        self,
+        *,
+        server: dict[str, Any] | None = None,
+        keys: dict[str, Any] | None = None,
+        gemini_api: dict[str, Any] | None = None,
+        **upstream: Any,
     ) -> Gateway:
         base = self.double.base_url
         assert base is not None
@@ -125,6 +130,7 @@ class E2E:
             oauth={"token_url": base + "/token"},
             server=server or {},
             keys=keys or {},
+            gemini_api=gemini_api or {},
         )
         app = create_app(config, clock=self.clock.clock())
         server = await self._aiohttp_server(app)
