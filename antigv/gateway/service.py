@@ -43,7 +43,7 @@ log = structlog.get_logger(__name__)
 
 ANTIGRAVITY = "antigravity"
 # [gemini_api] prefer -> the rank of each account kind within a tier (lower first).
-_KIND_ORDERS: dict[str, Mapping[str, int]] = {
+KIND_ORDERS: dict[str, Mapping[str, int]] = {
     "first": {"gemini_api": 0, ANTIGRAVITY: 1},
     "last": {ANTIGRAVITY: 0, "gemini_api": 1},
     "mixed": {},
@@ -134,7 +134,7 @@ class Gateway:
         self._policy = config.failover
         # Account kind -> the backend that serves such accounts.
         self._backends = backends
-        self._kind_order = _KIND_ORDERS[config.gemini_api.prefer]
+        self._kind_order = KIND_ORDERS[config.gemini_api.prefer]
         self.router = router
         self._accounts = accounts
         self._signatures = signatures

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from antigv.store.db import Database, row_as
 
@@ -26,6 +26,7 @@ class QuotaAccount(TypedDict):
     access_token: str
     access_token_expires_at: datetime | None
     quota_fetched_at: datetime | None
+    kind: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +118,14 @@ class QuotaRepository:
             access_token=row["access_token"],
             access_token_expires_at=row["access_token_expires_at"],
             quota_fetched_at=row["quota_fetched_at"],
+            kind=row["kind"],
         )
+
+    async def usage_since(self, account_id: int, since: datetime) -> dict[str, Any]:
+        """Requests, tokens and quota consumed on one account since ``since``."""
+        row = await self._db.one("account_usage_since", account_id=account_id, since=since)
+        assert row is not None  # an aggregate without GROUP BY always has its row
+        return dict(row)
 
     async def model_quotas(self, account_id: int) -> list[ModelQuota]:
         rows = await self._db.all("quota_rows_of_account", account_id=account_id)

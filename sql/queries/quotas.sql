@@ -4,7 +4,7 @@
 -- name: quota_account
 -- The account a quota read is for, with what a token needs (and its tier: PROTOCOL §13.6).
 SELECT account_id, user_id, is_shared, status, project_id, tier, access_token,
-       access_token_expires_at, quota_fetched_at
+       access_token_expires_at, quota_fetched_at, kind
 FROM accounts WHERE account_id = %(account_id)s
 
 -- name: quota_lock_account
@@ -205,3 +205,9 @@ WHERE (%(user_id)s::bigint IS NULL OR user_id = %(user_id)s)
   AND model_name = ANY(%(models)s::text[])
   AND (%(start)s::timestamptz IS NULL OR consumed_at >= %(start)s)
   AND (%(end)s::timestamptz IS NULL OR consumed_at < %(end)s)
+
+-- name: account_usage_since
+SELECT count(*) AS requests, coalesce(sum(total_tokens), 0)::bigint AS tokens,
+       coalesce(sum(quota_consumed), 0)::float8 AS quota_consumed
+FROM usage_log
+WHERE account_id = %(account_id)s AND consumed_at >= %(since)s

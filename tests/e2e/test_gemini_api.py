@@ -214,3 +214,41 @@ async def test_a_request_s_own_400_never_disables_a_key(keyed: E2E, gemini: Gemi
         "SELECT status FROM accounts WHERE account_id = %s", (body["data"]["account_id"],)
     )
     assert row["status"] == 1
+
+
+async def test_a_keys_quotas_show_its_parked_windows_and_todays_use(
+    keyed: E2E, gemini: GeminiApiDouble
+) -> None:
+    entry = gemini.add_key(tier="free")
+    gemini.set_limits(entry, MODEL, rpm=1)
+    status, body = await add_key(keyed, entry.key, is_shared=1)
+    assert status == 200
+    account_id = body["data"]["account_id"]
+    client = keyed.client()
+    completion = await client.chat.completions.create(model=MODEL, messages=user("hi"))
+    with pytest.raises(openai.RateLimitError):
+        await client.chat.completions.create(model=MODEL, messages=user("again"))
+    await keyed.usage_rows(request_id=completion._request_id)
+    response = await keyed.gw.http.get(
+        f"/api/accounts/{account_id}/quotas", headers=bearer(keyed.user["api_key"])
+    )
+    quotas = await response.json()
+    assert response.status == 200 and quotas["data"] == [] and quotas["windows"] == []
+    (parked,) = quotas["parked"]
+    assert parked["model_name"] == MODEL and parked["reason"] == "model_quota_exhausted"
+    today = quotas["today"]
+    assert today["requests"] >= 1 and today["tokens"] == completion.usage.total_tokens
+    # A shared key's tokens are charged to its user's pool at once, against the daily allowance.
+    assert today["quota_consumed"] == pytest.approx(completion.usage.total_tokens / today["daily_tokens"])
+
+
+async def test_count_tokens_through_a_key(keyed: E2E, gemini: GeminiApiDouble) -> None:
+    assert (await add_key(keyed, gemini.add_key(tier="paid").key))[0] == 200
+    messages = anthropic.AsyncAnthropic(
+        base_url=str(keyed.gw.server.make_url("/")), api_key=keyed.user["api_key"], max_retries=0
+    )
+    raw = await messages.messages.with_raw_response.count_tokens(
+        model=MODEL, messages=user("How many tokens?")
+    )
+    assert raw.headers["x-antigv-token-count"] == "upstream"
+    assert (await raw.parse()).input_tokens > 0

@@ -208,3 +208,33 @@ def test_models_config() -> None:
 
 def test_model_retired_is_an_api_error() -> None:
     assert isinstance(ModelRetired("a", None), GatewayError)
+
+
+def test_gemini_api_prefer_orders_the_kinds_within_a_tier() -> None:
+    from antigv.gateway.selection import rank_candidates
+    from antigv.gateway.service import KIND_ORDERS
+
+    def row(account_id: int, kind: str, shared: int = 0) -> dict[str, object]:
+        return {
+            "account_id": account_id,
+            "user_id": 1,
+            "is_shared": shared,
+            "kind": kind,
+            "pool_quota": 1.0,
+            "pool_max": 2.0,
+            "pool_refill_per_second": 0.0,
+            "access_token_expires_at": None,
+        }
+
+    rows = [row(1, "antigravity"), row(2, "gemini_api"), row(3, "antigravity", 1), row(4, "gemini_api", 1)]
+
+    def order(prefer: str) -> list[int]:
+        ranking = rank_candidates(
+            rows, user_id=1, prefer_shared=False, inflight={}, kind_order=KIND_ORDERS[prefer]
+        )
+        return [r["account_id"] for r in ranking.accounts]
+
+    # Dedicated before shared whatever the kind; within each, the kind's place.
+    assert order("first") == [2, 1, 4, 3]
+    assert order("last") == [1, 2, 3, 4]
+    assert sorted(order("mixed")[:2]) == [1, 2] and sorted(order("mixed")[2:]) == [3, 4]

@@ -10,7 +10,9 @@ from typing import Any
 from aiohttp import web
 
 from antigv.accounting.pools import user_pools
-from antigv.appkeys import CATALOGUE, CONFIG, PRINCIPAL, QUOTA_REPO, QUOTAS, USAGE_REPO
+from antigv.appkeys import ACCOUNT_REPO, CATALOGUE, CONFIG, PRINCIPAL, QUOTA_REPO, QUOTAS, USAGE_REPO
+from antigv.backends.gemini_api.backend import KIND as GEMINI_API_KIND
+from antigv.backends.gemini_api.failures import next_pacific_midnight
 from antigv.core.errors import InvalidRequest, NotFound
 from antigv.core.principal import Principal
 from antigv.protocols.auth import ADMIN, access, target_user
@@ -110,6 +112,8 @@ async def account_quotas(request: web.Request) -> web.Response:
     """
     account = await owned_account(request)
     app = request.app
+    if account["kind"] == GEMINI_API_KIND:
+        return json_response({"success": True, **await _key_quotas(app, account)})
     message = None
     fetched = account["quota_fetched_at"]
     stale_after = timedelta(seconds=app[CONFIG].quotas.stale_after)
@@ -126,6 +130,25 @@ async def account_quotas(request: web.Request) -> web.Response:
     if message:
         body["message"] = message
     return json_response(body)
+
+
+async def _key_quotas(app: web.Application, account: QuotaAccount) -> dict[str, Any]:
+    """A Gemini API key reports no remaining fraction (issue 15): its parked windows (the
+    models a 429 parked, until when) and its use this Pacific day, when Google's per-day
+    quotas reset, against the pool's daily allowance."""
+    now = datetime.now(UTC)
+    day_start = next_pacific_midnight(now) - timedelta(days=1)
+    shown = await app[ACCOUNT_REPO].get(account["account_id"], user_id=None)
+    return {
+        "data": [],
+        "windows": [],
+        "parked": [asdict(cooldown) for cooldown in shown.cooldowns] if shown else [],
+        "today": {
+            "since": day_start,
+            **await app[QUOTA_REPO].usage_since(account["account_id"], day_start),
+            "daily_tokens": app[CONFIG].gemini_api.pool_daily_tokens,
+        },
+    }
 
 
 async def set_model_status(request: web.Request) -> web.Response:

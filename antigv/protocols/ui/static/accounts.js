@@ -3,6 +3,7 @@
 
 import { api, data } from "./api.js";
 import {
+  append,
   badge,
   busy,
   button,
@@ -30,7 +31,7 @@ function groupName(name) {
 }
 
 export async function render(root, ctx) {
-  const list = h("div", { class: "cards" });
+  const list = h("div", { class: "cards single" });
   const owners = new Map((await ctx.users()).map((user) => [user.user_id, user]));
   const add = addAccountFlow(ctx, () => reload());
 
@@ -138,6 +139,7 @@ function accountCard(account, ctx, owners, reload) {
         async () => draw(await data("PUT", `accounts/${account.account_id}/status`, { body: { status: enabled ? 0 : 1 } })),
         { success: enabled ? `${label} is disabled.` : `${label} is enabled.` },
       ),
+      { class: "secondary" },
     );
     const type = button(shared ? "Make dedicated" : "Share with the pool", (event) =>
       busy(
@@ -145,6 +147,7 @@ function accountCard(account, ctx, owners, reload) {
         async () => draw(await data("PUT", `accounts/${account.account_id}/type`, { body: { is_shared: shared ? 0 : 1 } })),
         { success: shared ? `${label} now serves its owner only.` : `${label} now serves the shared pool.` },
       ),
+      { class: "secondary" },
     );
     const renameButton = button("Rename", () => rename.open(), { class: "secondary" });
     const quotasButton = button("Show quotas", () => quotas.toggle(quotasButton), {
@@ -167,7 +170,9 @@ function accountCard(account, ctx, owners, reload) {
       { class: "danger" },
     );
 
-    card.replaceChildren(
+    clear(card);
+    append(
+      card,
       h(
         "header",
         { class: "card-head" },

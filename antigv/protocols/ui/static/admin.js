@@ -53,7 +53,7 @@ function usersSection(ctx, box) {
   const error = h("div", {});
   const form = h(
     "form",
-    { class: "inline-form", novalidate: true, "aria-label": "New user" },
+    { class: "inline-form row", novalidate: true, "aria-label": "New user" },
     field("Name", name, "Who the user is; optional."),
     h("div", { class: "check" }, shared, h("label", { for: "new-user-shared" }, "Shared accounts first"), h("small", { class: "hint" }, "Serve this user from the pool before their own accounts.")),
     error,

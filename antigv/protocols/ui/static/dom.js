@@ -184,6 +184,8 @@ export function badge(text, kind = "") {
 
 // --- notices, dialogs ----------------------------------------------------------------
 
+const MAX_NOTICES = 3;
+
 /** A short notice at the corner; errors stay until closed, others go after a while. */
 export function notify(message, kind = "info") {
   const region = document.getElementById("toasts");
@@ -195,7 +197,9 @@ export function notify(message, kind = "info") {
     button("Dismiss", close, { class: "secondary small", "aria-label": "Dismiss this notice" }),
   );
   region.append(toast);
-  if (kind !== "error") setTimeout(close, 6000);
+  // A few at a time: the oldest goes first.
+  while (region.children.length > MAX_NOTICES) region.firstElementChild.remove();
+  if (kind !== "error") setTimeout(close, 5000);
   return toast;
 }
 

@@ -113,13 +113,16 @@ export async function render(root, ctx) {
   function drawPerModel() {
     const models = new Map();
     for (const row of rows) {
-      const entry = models.get(row.model_name) || { requests: 0, prompt: 0, completion: 0, reasoning: 0, total: 0, quota: 0 };
+      const entry = models.get(row.model_name) || { requests: 0, prompt: 0, completion: 0, reasoning: 0, total: 0, quota: 0, settled: 0 };
       entry.requests += 1;
       entry.prompt += row.prompt_tokens;
       entry.completion += row.completion_tokens;
       entry.reasoning += row.reasoning_tokens;
       entry.total += row.total_tokens;
-      entry.quota += row.quota_consumed || 0;
+      if (row.quota_consumed !== null) {
+        entry.quota += row.quota_consumed;
+        entry.settled += 1;
+      }
       models.set(row.model_name, entry);
     }
     clear(perModel);
@@ -143,7 +146,7 @@ export async function render(root, ctx) {
                 {},
                 h("th", { scope: "row" }, h("code", {}, name)),
                 [m.requests, m.prompt, m.completion, m.reasoning, m.total].map((n) => h("td", { class: "num" }, fmt.int(n))),
-                h("td", { class: "num" }, fmt.pct(m.quota)),
+                h("td", { class: "num" }, m.settled ? fmt.pct(m.quota) : "—"),
               ),
             ),
           ),
