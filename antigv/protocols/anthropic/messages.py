@@ -11,6 +11,10 @@ import time
 from aiohttp import web
 
 from antigv.appkeys import CONFIG, GATEWAY, PRINCIPAL, REQUEST_ID, SHUTDOWN_CUT, SURFACES
+from antigv.core.conversation import ChatRequest
+from antigv.core.estimate import estimate_input_tokens
+from antigv.core.events import Usage
+from antigv.gateway.service import Reply
 from antigv.protocols.anthropic.errors import anthropic_error
 from antigv.protocols.anthropic.parse import parse_count_tokens_request, parse_messages_request
 from antigv.protocols.anthropic.render import PING, StreamRenderer, assemble_message
@@ -36,11 +40,18 @@ async def messages(request: web.Request) -> web.StreamResponse:
             chat,
             surface=SURFACE,
             started=started,
-            renderer=lambda reply: StreamRenderer(reply.requested_model, lambda: reply.upstream.usage),
+            renderer=lambda reply: StreamRenderer(reply.requested_model, lambda: _input_usage(reply, chat)),
             assemble=assemble_message,
             headers={REQUEST_ID_HEADER: request[REQUEST_ID]},
             heartbeat=(PING, every) if every > 0 else None,
         )
+
+
+def _input_usage(reply: Reply, chat: ChatRequest) -> Usage:
+    """What ``message_start`` says of the prompt: the upstream's count when its first frames
+    carried one, else the stated estimate (core/estimate.py); ``message_delta`` has the count."""
+    usage = reply.upstream.usage
+    return usage if usage.prompt_tokens else Usage(prompt_tokens=estimate_input_tokens(chat))
 
 
 async def count_tokens(request: web.Request) -> web.Response:
