@@ -251,7 +251,9 @@ def wait_http(url: str, service: Service, timeout: float = 60.0) -> None:
 
 def http_json(url: str, data: Any = None, headers: dict[str, str] | None = None) -> Any:
     body = None if data is None else json.dumps(data).encode()
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json", **(headers or {})})
+    req = urllib.request.Request(
+        url, data=body, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read() or b"null")
 
@@ -511,7 +513,9 @@ class Bench:
         self.limited_headers = rate_limit_headers(gw_url + "/v1/chat/completions", limited_key)
         plain = rate_limit_headers(gw_url + "/v1/chat/completions", user["api_key"])
         if self.limited_headers.get("x-ratelimit-limit-requests") != str(LIMITED_KEY["rpm"]) or plain:
-            raise SystemExit(f"bench: x-ratelimit-* headers: limited key {self.limited_headers}, unlimited {plain}")
+            raise SystemExit(
+                f"bench: x-ratelimit-* headers: limited key {self.limited_headers}, unlimited {plain}"
+            )
 
         direct_headers = {
             "Content-Type": "application/json",
@@ -1435,21 +1439,8 @@ def render(bench: Bench, rows: dict, db: dict | None, open_phases: dict[str, Pha
                       "| target | requests | request path | `account_candidates` | `key_by_hash` | usage writer "
                       "| key limiter reconcile | other background |", "|---|--:|--:|--:|--:|--:|--:|--:|"]  # fmt: skip
             for name in TARGETS:
-                t = db["by_target"].get(name)
-                if t is None:
-                    continue
-                tn, st = max(t["requests"], 1), t["statements"]
-
-                def share(pred: Any, st: dict = st, tn: int = tn) -> str:
-                    return f"{sum(v for k, v in st.items() if pred(k)) / tn:.4f}"
-
-                lines.append(
-                    f"| {name} | {t['requests']} | {share(lambda k: statement_where(k).startswith('request path'))} "
-                    f"| {share(lambda k: k == 'account_candidates')} "
-                    f"| {share(lambda k: k in ('key_by_hash', 'user_by_key_hash'))} "
-                    f"| {share(lambda k: k in BATCHED)} | {share(lambda k: k in LIMITER)} "
-                    f"| {share(lambda k: statement_where(k).endswith('(background)') and k not in LIMITER or statement_where(k).startswith('background'))} |"
-                )
+                if (t := db["by_target"].get(name)) is not None:
+                    lines.append(per_target_row(name, t))
         lines += ["", "| upstream RPC | calls | per request |", "|---|--:|--:|"]
         for k, v in sorted(db["upstream_calls"].items()):
             lines.append(f"| {k} | {v} | {v / n:.4f} |")
@@ -1469,6 +1460,27 @@ def render(bench: Bench, rows: dict, db: dict | None, open_phases: dict[str, Pha
         lines += [f"- {p.target} c={p.concurrency}: {p.errors} errors, first: `{p.first_error[:160]}`"
                   for p in errors]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def per_target_row(name: str, t: dict[str, Any]) -> str:
+    """One target's statements per request, by where they run."""
+    columns = {"path": 0, "account_candidates": 0, "key": 0, "usage": 0, "limiter": 0, "other": 0}
+    for k, v in t["statements"].items():
+        where = statement_where(k)
+        if where.startswith("request path"):
+            columns["path"] += v
+            if k == "account_candidates":
+                columns["account_candidates"] += v
+            elif k in ("key_by_hash", "user_by_key_hash"):
+                columns["key"] += v
+        elif k in BATCHED:
+            columns["usage"] += v
+        elif k in LIMITER:
+            columns["limiter"] += v
+        else:
+            columns["other"] += v
+    n = max(t["requests"], 1)
+    return f"| {name} | {t['requests']} | " + " | ".join(f"{v / n:.4f}" for v in columns.values()) + " |"
 
 
 def hold(bench: Bench) -> int:
