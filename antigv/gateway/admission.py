@@ -17,7 +17,7 @@ import contextlib
 import math
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
@@ -61,6 +61,28 @@ def duration(seconds: float) -> str:
 
 
 @dataclass(slots=True)
+class _Window:
+    """What one key used within the last minute, this instance's exactly and the others'
+    by bucket: counts kept as entries come and go, so admission costs the same however
+    busy the key is."""
+
+    used: int
+    # When the last entry leaves the window (the limit is back to its initial state).
+    empty_at: float
+    # (when it leaves the window, how much), oldest first: read only to refuse.
+    entries: Callable[[], list[tuple[float, int]]]
+
+    def wait_below(self, limit: int, now: float) -> float:
+        """Seconds until the use falls below ``limit`` as entries leave the window."""
+        used = self.used
+        for leaves, amount in sorted(self.entries()):
+            used -= amount
+            if used < limit:
+                return leaves - now
+        return WINDOW
+
+
+@dataclass(slots=True)
 class _Key:
     """One key's traffic as this instance knows it."""
 
@@ -68,12 +90,14 @@ class _Key:
     last_active: float
     # Wall-clock times of this instance's admissions within the last minute.
     requests: deque[float] = field(default_factory=deque)
-    # (time, tokens) of this instance's finished requests within the last minute.
+    # (time, tokens) of this instance's finished requests within the last minute, and their sum.
     tokens: deque[tuple[float, int]] = field(default_factory=deque)
+    token_sum: int = 0
     inflight: int = 0
     # bucket -> [requests, tokens] not yet reported to the other instances.
     unsent: dict[int, list[int]] = field(default_factory=dict)
-    # The other instances': (bucket, requests, tokens), and requests in flight.
+    # The other instances': (bucket, requests, tokens) (at most a minute's buckets), and
+    # requests in flight.
     others: list[tuple[int, int, int]] = field(default_factory=list)
     others_inflight: int = 0
     # The month's tokens as the database last said (for ``month``), and this
@@ -87,31 +111,34 @@ class _Key:
         while self.requests and self.requests[0] <= start:
             self.requests.popleft()
         while self.tokens and self.tokens[0][0] <= start:
-            self.tokens.popleft()
+            self.token_sum -= self.tokens.popleft()[1]
 
-    def expiring_requests(self) -> list[tuple[float, int]]:
-        """(when it leaves the window, how many): this instance's and the others'."""
-        found = [(at + WINDOW, 1) for at in self.requests]
-        found += [((bucket + 1) * BUCKET + WINDOW, n) for bucket, n, _ in self.others if n]
+    def _others(self, now: float, position: int) -> list[tuple[float, int]]:
+        """The others' buckets still in the window: (when they leave it, the amount)."""
+        found = []
+        for entry in self.others:
+            leaves = (entry[0] + 1) * BUCKET + WINDOW
+            if leaves > now and entry[position]:
+                found.append((leaves, entry[position]))
         return found
 
-    def expiring_tokens(self) -> list[tuple[float, int]]:
-        found = [(at + WINDOW, n) for at, n in self.tokens]
-        found += [((bucket + 1) * BUCKET + WINDOW, n) for bucket, _, n in self.others if n]
-        return found
+    def request_window(self, now: float) -> _Window:
+        others = self._others(now, 1)
+        last = self.requests[-1] + WINDOW if self.requests else now
+        return _Window(
+            len(self.requests) + sum(n for _, n in others),
+            max([last, *(leaves for leaves, _ in others)]),
+            lambda: [(at + WINDOW, 1) for at in self.requests] + others,
+        )
 
-
-def _in_window(expiring: list[tuple[float, int]], now: float) -> list[tuple[float, int]]:
-    return sorted(item for item in expiring if item[0] > now)
-
-
-def _wait_below(expiring: list[tuple[float, int]], used: int, limit: int, now: float) -> float:
-    """Seconds until ``used`` falls below ``limit`` as the entries leave the window."""
-    for leaves, amount in expiring:
-        used -= amount
-        if used < limit:
-            return leaves - now
-    return WINDOW
+    def token_window(self, now: float) -> _Window:
+        others = self._others(now, 2)
+        last = self.tokens[-1][0] + WINDOW if self.tokens else now
+        return _Window(
+            self.token_sum + sum(n for _, n in others),
+            max([last, *(leaves for leaves, _ in others)]),
+            lambda: [(at + WINDOW, n) for at, n in self.tokens] + others,
+        )
 
 
 def check_model(principal: Principal, requested: str, served: str) -> None:
@@ -161,14 +188,11 @@ class KeyLimiter:
             state = self._keys[principal.key_id] = _Key(limits, now)
         state.limits, state.last_active = limits, now
         state.prune(now)
-        requests = _in_window(state.expiring_requests(), now)
-        tokens = _in_window(state.expiring_tokens(), now)
-        used_requests = sum(n for _, n in requests)
-        used_tokens = sum(n for _, n in tokens)
-        # Refused, the request is not counted; admitted, it is.
-        refused = self._headers(limits, requests, tokens, used_requests, used_tokens, now)
-        self._check(limits, state, wall, requests, tokens, used_requests, used_tokens, now, refused)
-        headers = self._headers(limits, requests, tokens, used_requests + 1, used_tokens, now)
+        requests, tokens = state.request_window(now), state.token_window(now)
+        # Refused, the request is not counted; admitted, it is (and leaves the window last).
+        refused = self._headers(limits, requests.used, requests.empty_at, tokens, now)
+        self._check(limits, state, wall, requests, tokens, now, refused)
+        headers = self._headers(limits, requests.used + 1, now + WINDOW, tokens, now)
         state.requests.append(now)
         state.inflight += 1
         state.unsent.setdefault(_bucket(now), [0, 0])[0] += 1
@@ -179,10 +203,8 @@ class KeyLimiter:
         limits: KeyLimits,
         state: _Key,
         wall: datetime,
-        requests: list[tuple[float, int]],
-        tokens: list[tuple[float, int]],
-        used_requests: int,
-        used_tokens: int,
+        requests: _Window,
+        tokens: _Window,
         now: float,
         headers: dict[str, str],
     ) -> None:
@@ -203,13 +225,13 @@ class KeyLimiter:
             raise self._limited(
                 f"this API key allows {cap} requests in flight", "concurrency_limit", 1.0, headers
             )
-        if limits.rpm is not None and used_requests >= limits.rpm:
-            wait = _wait_below(requests, used_requests, limits.rpm, now)
+        if limits.rpm is not None and requests.used >= limits.rpm:
+            wait = requests.wait_below(limits.rpm, now)
             raise self._limited(
                 f"this API key allows {limits.rpm} requests per minute", "rate_limit_requests", wait, headers
             )
-        if limits.tpm is not None and used_tokens >= limits.tpm:
-            wait = _wait_below(tokens, used_tokens, limits.tpm, now)
+        if limits.tpm is not None and tokens.used >= limits.tpm:
+            wait = tokens.wait_below(limits.tpm, now)
             raise self._limited(
                 f"this API key allows {limits.tpm} tokens per minute", "rate_limit_tokens", wait, headers
             )
@@ -222,25 +244,18 @@ class KeyLimiter:
 
     @staticmethod
     def _headers(
-        limits: KeyLimits,
-        requests: list[tuple[float, int]],
-        tokens: list[tuple[float, int]],
-        used_requests: int,
-        used_tokens: int,
-        now: float,
+        limits: KeyLimits, used_requests: int, requests_empty_at: float, tokens: _Window, now: float
     ) -> dict[str, str]:
         """OpenAI's rate-limit headers; a reset is when the window is back to empty."""
         headers: dict[str, str] = {}
         if limits.rpm is not None:
-            last = max([leaves for leaves, _ in requests] + [now + WINDOW])
             headers["x-ratelimit-limit-requests"] = str(limits.rpm)
             headers["x-ratelimit-remaining-requests"] = str(max(0, limits.rpm - used_requests))
-            headers["x-ratelimit-reset-requests"] = duration(last - now)
+            headers["x-ratelimit-reset-requests"] = duration(requests_empty_at - now)
         if limits.tpm is not None:
-            last = max([leaves for leaves, _ in tokens] + [now])
             headers["x-ratelimit-limit-tokens"] = str(limits.tpm)
-            headers["x-ratelimit-remaining-tokens"] = str(max(0, limits.tpm - used_tokens))
-            headers["x-ratelimit-reset-tokens"] = duration(last - now)
+            headers["x-ratelimit-remaining-tokens"] = str(max(0, limits.tpm - tokens.used))
+            headers["x-ratelimit-reset-tokens"] = duration(tokens.empty_at - now)
         return headers
 
     def finish(self, ticket: Ticket | None, tokens: int) -> None:
@@ -253,6 +268,7 @@ class KeyLimiter:
         if tokens > 0:
             _, now = self._now()
             state.tokens.append((now, tokens))
+            state.token_sum += tokens
             state.unsent.setdefault(_bucket(now), [0, 0])[1] += tokens
             state.month_local += tokens
             state.last_active = now
@@ -267,54 +283,44 @@ class KeyLimiter:
         if not self._keys:
             return
         keys = dict(self._keys)
+        unsent = {
+            (key_id, bucket): (n[0], n[1]) for key_id, s in keys.items() for bucket, n in s.unsent.items()
+        }
+        for state in keys.values():
+            state.unsent = {}
         try:
-            await self._report(keys)
-            await self._learn(keys, now)
+            others = await self._repository.reconcile(
+                self.instance,
+                unsent,
+                {key_id: s.inflight for key_id, s in keys.items() if s.limits.max_concurrency is not None},
+                key_ids=list(keys),
+                since=_bucket(now - WINDOW) - 1,
+                fresh=max(5.0, 5 * self._interval),
+                budgeted=[key_id for key_id, s in keys.items() if s.limits.monthly_token_budget is not None],
+            )
         except GatewayError as exc:
-            # Meanwhile each instance enforces on its own counts.
+            # Unreported counts go with the next round; meanwhile each instance enforces alone.
+            for (key_id, bucket), (n_requests, n_tokens) in unsent.items():
+                counts = keys[key_id].unsent.setdefault(bucket, [0, 0])
+                counts[0] += n_requests
+                counts[1] += n_tokens
             if not self._failing:
                 log.warning("key_limits_not_reconciled", error=exc.code)
             self._failing = True
             return
-        if self._failing:
-            log.info("key_limits_reconciled_again")
-        self._failing = False
-
-    async def _report(self, keys: dict[int, _Key]) -> None:
-        unsent = {
-            (key_id, bucket): (n[0], n[1]) for key_id, s in keys.items() for bucket, n in s.unsent.items()
-        }
-        if unsent:
-            for state in keys.values():
-                state.unsent = {}
-            try:
-                await self._repository.record_activity(self.instance, unsent)
-            except GatewayError:
-                for (key_id, bucket), (n_requests, n_tokens) in unsent.items():  # for the next round
-                    counts = keys[key_id].unsent.setdefault(bucket, [0, 0])
-                    counts[0] += n_requests
-                    counts[1] += n_tokens
-                raise
-        capped = {key_id: s.inflight for key_id, s in keys.items() if s.limits.max_concurrency is not None}
-        if capped:
-            await self._repository.record_inflight(self.instance, capped)
-
-    async def _learn(self, keys: dict[int, _Key], now: float) -> None:
-        repository = self._repository
-        others = await repository.others(
-            self.instance, list(keys), since=_bucket(now - WINDOW) - 1, fresh=max(5.0, 5 * self._interval)
-        )
-        budgeted = [key_id for key_id, s in keys.items() if s.limits.monthly_token_budget is not None]
-        months = await repository.month_tokens(budgeted) if budgeted else {}
         for key_id, state in keys.items():
             state.others = others.buckets.get(key_id, [])
             state.others_inflight = others.inflight.get(key_id, 0)
-            if key_id in months:
-                state.month, state.month_read = months[key_id]
+            if key_id in others.months:
+                state.month, state.month_read = others.months[key_id]
                 state.month_local = 0
+        if self._failing:
+            log.info("key_limits_reconciled_again")
+        self._failing = False
         self._runs += 1
         if self._runs % _CLEANUP_EVERY == 0:
-            await repository.delete_old_activity(before=_bucket(now - WINDOW) - 2)
+            with contextlib.suppress(GatewayError):  # the next cleanup takes what this one left
+                await self._repository.delete_old_activity(before=_bucket(now - WINDOW) - 2)
 
     async def run(self) -> None:
         while True:

@@ -55,10 +55,11 @@ class MonthUsage:
 @dataclass(frozen=True, slots=True)
 class OthersActivity:
     """What the other instances did with some keys: per key, (bucket, requests, tokens)
-    and requests in flight."""
+    and requests in flight; and the month (its first day, tokens) of budgeted keys."""
 
     buckets: dict[int, list[tuple[int, int, int]]]
     inflight: dict[int, int]
+    months: dict[int, tuple[date | None, int]]
 
 
 class ApiKeyRepository:
@@ -120,39 +121,45 @@ class ApiKeyRepository:
 
     # --- the limiter's reconciliation --------------------------------------------
 
-    async def record_activity(self, instance: str, counts: Mapping[tuple[int, int], tuple[int, int]]) -> None:
-        """(key id, bucket) -> (requests, tokens) this instance added since its last report."""
-        keys = list(counts)
-        await self._db.execute(
-            "record_key_activity",
-            key_ids=[key for key, _ in keys],
-            instances=[instance] * len(keys),
-            buckets=[bucket for _, bucket in keys],
-            requests=[counts[k][0] for k in keys],
-            tokens=[counts[k][1] for k in keys],
-        )
-
-    async def record_inflight(self, instance: str, inflight: Mapping[int, int]) -> None:
-        keys = list(inflight)
-        await self._db.execute(
-            "record_key_inflight", instance=instance, key_ids=keys, inflight=[inflight[k] for k in keys]
-        )
-
-    async def others(self, instance: str, key_ids: Sequence[int], since: int, fresh: float) -> OthersActivity:
-        buckets: dict[int, list[tuple[int, int, int]]] = {}
+    async def reconcile(
+        self,
+        instance: str,
+        unsent: Mapping[tuple[int, int], tuple[int, int]],
+        inflight: Mapping[int, int],
+        *,
+        key_ids: Sequence[int],
+        since: int,
+        fresh: float,
+        budgeted: Sequence[int],
+    ) -> OthersActivity:
+        """One round trip: report this instance's ``unsent`` (key id, bucket) -> (requests,
+        tokens) and its requests ``inflight`` per key; read the others' activity of
+        ``key_ids`` since bucket ``since`` and the month's tokens of the ``budgeted`` keys."""
+        reported = list(unsent)
         rows = await self._db.all(
-            "others_key_activity", key_ids=list(key_ids), instance=instance, since=since
+            "reconcile_keys",
+            instance=instance,
+            activity_keys=[key for key, _ in reported],
+            buckets=[bucket for _, bucket in reported],
+            requests=[unsent[k][0] for k in reported],
+            tokens=[unsent[k][1] for k in reported],
+            capped_keys=list(inflight),
+            inflight=list(inflight.values()),
+            key_ids=list(key_ids),
+            since=since,
+            fresh=fresh,
+            budgeted_keys=list(budgeted),
         )
+        found = OthersActivity({}, {}, {})
         for row in rows:
-            buckets.setdefault(row["key_id"], []).append((row["bucket"], row["requests"], row["tokens"]))
-        rows = await self._db.all(
-            "others_key_inflight", key_ids=list(key_ids), instance=instance, fresh=fresh
-        )
-        return OthersActivity(buckets, {row["key_id"]: row["inflight"] for row in rows})
-
-    async def month_tokens(self, key_ids: Sequence[int]) -> dict[int, tuple[date | None, int]]:
-        rows = await self._db.all("keys_month_tokens", key_ids=list(key_ids))
-        return {row["key_id"]: (row["month_start"], row["month_tokens"]) for row in rows}
+            key_id = row["key_id"]
+            if row["what"] == "bucket":
+                found.buckets.setdefault(key_id, []).append((row["bucket"], row["requests"], row["tokens"]))
+            elif row["what"] == "inflight":
+                found.inflight[key_id] = row["requests"]
+            else:
+                found.months[key_id] = (row["month_start"], row["tokens"])
+        return found
 
     async def delete_old_activity(self, before: int) -> None:
         await self._db.execute("delete_old_key_activity", before=before)

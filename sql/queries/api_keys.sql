@@ -52,37 +52,39 @@ FROM usage_log
 WHERE key_id = %(key_id)s
   AND consumed_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
 
--- name: record_key_activity
--- This instance's requests and tokens per key and 10-second bucket since its last report.
-INSERT INTO key_activity (key_id, instance, bucket, requests, tokens)
-SELECT * FROM unnest(%(key_ids)s::bigint[], %(instances)s::text[], %(buckets)s::bigint[],
-                     %(requests)s::integer[], %(tokens)s::bigint[])
-ON CONFLICT (key_id, instance, bucket)
-DO UPDATE SET requests = key_activity.requests + EXCLUDED.requests,
-              tokens = key_activity.tokens + EXCLUDED.tokens
-
--- name: record_key_inflight
-INSERT INTO key_inflight (key_id, instance, inflight, updated_at)
-SELECT k, %(instance)s, n, now() FROM unnest(%(key_ids)s::bigint[], %(inflight)s::integer[]) AS t(k, n)
-ON CONFLICT (key_id, instance) DO UPDATE SET inflight = EXCLUDED.inflight, updated_at = now()
-
--- name: others_key_activity
--- The other instances' buckets of these keys since a bucket.
-SELECT key_id, bucket, sum(requests)::integer AS requests, sum(tokens)::bigint AS tokens
+-- name: reconcile_keys
+-- One instance's round with the others (gateway/admission.py), in one round trip: it
+-- reports its requests and tokens per key and 10-second bucket since its last report and
+-- its requests in flight, and reads the other instances' buckets since a bucket, what
+-- they lately reported in flight (a silent instance stops counting), and the month's
+-- tokens of the budgeted keys. The report is not in the read: the read skips this instance.
+WITH activity AS (
+    INSERT INTO key_activity (key_id, instance, bucket, requests, tokens)
+    SELECT k, %(instance)s, b, r, t
+    FROM unnest(%(activity_keys)s::bigint[], %(buckets)s::bigint[], %(requests)s::integer[],
+                %(tokens)s::bigint[]) AS x(k, b, r, t)
+    ON CONFLICT (key_id, instance, bucket)
+    DO UPDATE SET requests = key_activity.requests + EXCLUDED.requests,
+                  tokens = key_activity.tokens + EXCLUDED.tokens
+), inflight AS (
+    INSERT INTO key_inflight (key_id, instance, inflight, updated_at)
+    SELECT k, %(instance)s, n, now() FROM unnest(%(capped_keys)s::bigint[], %(inflight)s::integer[]) AS x(k, n)
+    ON CONFLICT (key_id, instance) DO UPDATE SET inflight = EXCLUDED.inflight, updated_at = now()
+)
+SELECT 'bucket' AS what, key_id, bucket, sum(requests)::bigint AS requests, sum(tokens)::bigint AS tokens,
+       NULL::date AS month_start
 FROM key_activity
 WHERE key_id = ANY(%(key_ids)s::bigint[]) AND instance <> %(instance)s AND bucket >= %(since)s
 GROUP BY key_id, bucket
-
--- name: others_key_inflight
--- What the other instances reported in flight lately (a silent instance stops counting).
-SELECT key_id, sum(inflight)::integer AS inflight
+UNION ALL
+SELECT 'inflight', key_id, NULL, sum(inflight)::bigint, NULL, NULL
 FROM key_inflight
 WHERE key_id = ANY(%(key_ids)s::bigint[]) AND instance <> %(instance)s
   AND updated_at > now() - make_interval(secs => %(fresh)s)
 GROUP BY key_id
-
--- name: keys_month_tokens
-SELECT key_id, month_start, month_tokens FROM api_keys WHERE key_id = ANY(%(key_ids)s::bigint[])
+UNION ALL
+SELECT 'month', key_id, NULL, NULL, month_tokens, month_start
+FROM api_keys WHERE key_id = ANY(%(budgeted_keys)s::bigint[])
 
 -- name: delete_old_key_activity
 DELETE FROM key_activity WHERE bucket < %(before)s
