@@ -55,6 +55,8 @@ claude-code: ## install the pinned Claude Code CLI into .venv/claude-code (its e
 test: install postgres ## run the test suite against a throwaway PostgreSQL (and the real Claude Code CLI)
 	@# Without Node.js or npm the Claude Code tests skip, unless ANTIGV_REQUIRE_CLAUDE_CODE=1 (CI).
 	-@deploy/install-claude-code.sh
+	@# Without Chromium the browser tests skip, unless ANTIGV_REQUIRE_BROWSER=1 (CI).
+	-@deploy/install-browser.sh
 	@# A test stuck for good ends the run; tests/hang_guard.py leaves its stacks here.
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) || { status=$$?; cat var/test-hang.log 2>/dev/null; exit $$status; }
 

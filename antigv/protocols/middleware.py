@@ -121,6 +121,9 @@ async def request_middleware(
                 await _answer_and_close(request, response)
         if not response.prepared:
             response.headers["X-Request-Id"] = request_id
+            # API answers are the caller's own and change: no cache keeps one (the console's
+            # assets say otherwise for themselves).
+            response.headers.setdefault("Cache-Control", "no-store")
             for name in request.app[SURFACES].request_id_headers(request.path):
                 response.headers[name] = request_id
         duration = time.perf_counter() - started

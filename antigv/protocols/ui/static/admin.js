@@ -129,6 +129,7 @@ function userRow(ctx, user, reload) {
       },
       { success: enabled ? `${label} is disabled: their keys are refused.` : `${label} is enabled again.` },
     ),
+    { class: "secondary" },
   );
   const regenerate = button(
     "New key",

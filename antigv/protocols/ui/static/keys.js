@@ -131,7 +131,7 @@ function keyCard(key, ctx, owners, reload) {
       success: on ? `${key.name} is revoked.` : `${key.name} works again.`,
     });
     await reload();
-  });
+  }, { class: "secondary" });
   const remove = button(
     "Delete",
     async (event) => {
