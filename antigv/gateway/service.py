@@ -327,19 +327,22 @@ class Gateway:
         return backend.prepare(request, stored, self._catalogue.info(request.model)), family
 
     def _serving(self, rows: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
-        """The candidates that can serve ``model``: an account whose listing is read must
-        offer it (when any account lists it); a key never read serves Gemini models."""
+        """The candidates that can serve ``model``. Where some candidate's listing offers it,
+        only those that offer it; otherwise the candidates whose listing was never read
+        (a key only for a Gemini model) and, when no account lists the model at all, the rest."""
+        offers = {row["account_id"]: self._catalogue.offers(row["account_id"], model) for row in rows}
+        if any(offers.values()):
+            return [row for row in rows if offers[row["account_id"]]]
         known = self._catalogue.knows(model)
-        serving = []
-        for row in rows:
-            offers = self._catalogue.offers(row["account_id"], model)
-            if offers is None:
-                if row["kind"] != ANTIGRAVITY and not model.startswith("gemini"):
-                    continue
-            elif not offers and known:
-                continue
-            serving.append(row)
-        return serving
+        return [
+            row
+            for row in rows
+            if (
+                offers[row["account_id"]] is None
+                and (row["kind"] == ANTIGRAVITY or model.startswith("gemini"))
+            )
+            or (offers[row["account_id"]] is False and not known)
+        ]
 
     async def _attempt(
         self,

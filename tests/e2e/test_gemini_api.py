@@ -252,3 +252,18 @@ async def test_count_tokens_through_a_key(keyed: E2E, gemini: GeminiApiDouble) -
     )
     assert raw.headers["x-antigv-token-count"] == "upstream"
     assert (await raw.parse()).input_tokens > 0
+
+
+async def test_a_model_only_a_key_lists_goes_to_the_key_not_to_an_unread_oauth_account(
+    keyed: E2E, gemini: GeminiApiDouble
+) -> None:
+    """Right after a start no OAuth listing is read yet; the key's is (it was read when added)."""
+    await keyed.add_account()
+    status, body = await add_key(keyed, gemini.add_key(tier="paid").key)
+    assert status == 200
+    for i in range(3):
+        completion = await keyed.client().chat.completions.create(model=MODEL, messages=user(f"hi {i}"))
+        assert completion.choices[0].message.content == "Hello world!"
+        (row,) = await keyed.usage_rows(request_id=completion._request_id)
+        assert row["account_id"] == body["data"]["account_id"]
+    assert keyed.double.chat_requests == []

@@ -1,5 +1,6 @@
-// Accounts: the Google accounts of the signed-in user (the admin: everyone's), what state
-// each is in, what it may still serve, and the guided flow that adds one.
+// Accounts: the accounts of the signed-in user (the admin: everyone's), Google accounts
+// and Gemini API keys, what state each is in, what it may still serve, and the flows that
+// add one.
 
 import { api, data } from "./api.js";
 import {
@@ -25,6 +26,15 @@ export const title = "Accounts";
 
 const GROUP_NAMES = { gemini: "Gemini", claude_gpt: "Claude and GPT", "3p": "Claude and GPT" };
 const WINDOW_NAMES = { "5h": "5-hour window", weekly: "Weekly window" };
+const GEMINI_KEY = "gemini_api";
+
+function isKey(account) {
+  return account.kind === GEMINI_KEY;
+}
+
+function reasonText(reason) {
+  return String(reason || "").toLowerCase().replaceAll("_", " ");
+}
 
 function groupName(name) {
   return GROUP_NAMES[name] || name;
@@ -34,6 +44,8 @@ export async function render(root, ctx) {
   const list = h("div", { class: "cards single" });
   const owners = new Map((await ctx.users()).map((user) => [user.user_id, user]));
   const add = addAccountFlow(ctx, () => reload());
+  // The admin holds no accounts of its own, and a key is added for its caller only.
+  const addKey = ctx.isAdmin ? null : addKeyFlow(() => reload());
 
   async function reload() {
     const accounts = await data("GET", "accounts");
@@ -44,7 +56,13 @@ export async function render(root, ctx) {
           "div",
           { class: "card empty" },
           h("p", {}, "No Google account yet."),
-          h("p", { class: "muted" }, "Add one with the button above: requests are served through your accounts (and the shared pool)."),
+          h(
+            "p",
+            { class: "muted" },
+            ctx.isAdmin
+              ? "Add one with the button above: requests are served through the users' accounts (and the shared pool)."
+              : "Add a Google account or a Gemini API key with the buttons above: requests are served through your accounts (and the shared pool).",
+          ),
         ),
       );
       return;
@@ -53,6 +71,9 @@ export async function render(root, ctx) {
   }
 
   const open = button("Add a Google account", () => add.open(open), { class: "primary", "aria-expanded": "false", "aria-controls": add.el.id });
+  const openKey = addKey
+    ? button("Add a Gemini API key", () => addKey.open(openKey), { class: "primary", "aria-expanded": "false", "aria-controls": addKey.el.id })
+    : null;
   const refresh = button("Refresh", (event) => busy(event.currentTarget, reload), { class: "secondary" });
   await reload();
   root.append(
@@ -60,11 +81,12 @@ export async function render(root, ctx) {
       "p",
       { class: "lead" },
       ctx.isAdmin
-        ? "Every user's Google accounts. Dedicated accounts serve their owner only; shared accounts join the pool."
-        : "Your Google accounts. Dedicated accounts serve only you; shared accounts join the pool every contributing user draws on.",
+        ? "Every user's accounts: Google accounts and Gemini API keys. Dedicated accounts serve their owner only; shared accounts join the pool."
+        : "Your accounts: Google accounts and Gemini API keys. Dedicated accounts serve only you; shared accounts join the pool every contributing user draws on.",
     ),
-    h("div", { class: "toolbar" }, open, refresh),
+    h("div", { class: "toolbar" }, open, openKey, refresh),
     add.el,
+    addKey ? addKey.el : null,
     list,
   );
 }
@@ -79,6 +101,7 @@ function accountCard(account, ctx, owners, reload) {
     account = current;
     const enabled = account.status === 1;
     const shared = account.is_shared === 1;
+    const key = isKey(account);
     const label = account.name || account.email;
     const owner = owners.get(account.user_id);
     const quotas = quotasPanel(account);
@@ -89,9 +112,10 @@ function accountCard(account, ctx, owners, reload) {
       { class: "facts" },
       h("dt", {}, "Last used"),
       h("dd", {}, when(account.last_used_at)),
-      h("dt", {}, "Project"),
-      h("dd", {}, account.project_id || "—"),
-      account.tier ? [h("dt", {}, "Tier"), h("dd", {}, account.tier)] : null,
+      // A key has no Google project or tier of its own here (OAuth only); its e-mail column
+      // holds a fingerprint that names it without the secret.
+      key ? [h("dt", {}, "Fingerprint"), h("dd", {}, h("code", {}, account.email))] : [h("dt", {}, "Project"), h("dd", {}, account.project_id || "—")],
+      !key && account.tier ? [h("dt", {}, "Tier"), h("dd", {}, account.tier)] : null,
       h("dt", {}, "Added"),
       h("dd", {}, when(account.created_at)),
       ctx.isAdmin ? [h("dt", {}, "Owner"), h("dd", {}, owner ? `${owner.name || "user"} (user ${owner.user_id})` : `user ${account.user_id}`)] : null,
@@ -101,7 +125,7 @@ function accountCard(account, ctx, owners, reload) {
     if (!enabled) {
       warnings.push(h("p", { class: "warning" }, h("strong", {}, "Disabled: "), account.disabled_reason || "no reason recorded"));
     }
-    if (account.validation_url) {
+    if (account.validation_url && !key) {
       warnings.push(
         h(
           "p",
@@ -125,7 +149,7 @@ function accountCard(account, ctx, owners, reload) {
                 "li",
                 {},
                 h("code", {}, cooldown.model_name),
-                ` (${cooldown.reason.toLowerCase().replaceAll("_", " ")}): back in `,
+                ` (${reasonText(cooldown.reason)}): back in `,
                 countdown(cooldown.until, "a moment"),
               ),
             ),
@@ -160,7 +184,9 @@ function accountCard(account, ctx, owners, reload) {
       async (event) => {
         const sure = await confirmAction({
           title: `Delete ${label}?`,
-          message: `The account ${account.email} is removed from the gateway with its tokens and quotas. Its usage history is kept. You can add it again later.`,
+          message: key
+            ? `The Gemini API key ${label} is removed from the gateway; the key itself still works at Google until you delete it there. Its usage history is kept. You can add it again later.`
+            : `The account ${account.email} is removed from the gateway with its tokens and quotas. Its usage history is kept. You can add it again later.`,
           confirm: "Delete the account",
         });
         if (!sure) return;
@@ -176,10 +202,11 @@ function accountCard(account, ctx, owners, reload) {
       h(
         "header",
         { class: "card-head" },
-        h("div", {}, h("h2", { id: headingId }, label), label !== account.email ? h("p", { class: "muted" }, account.email) : null),
+        h("div", {}, h("h2", { id: headingId }, label), !key && label !== account.email ? h("p", { class: "muted" }, account.email) : null),
         h(
           "div",
           { class: "badges" },
+          badge(key ? "Gemini API key" : "Google account", key ? "kind" : ""),
           badge(enabled ? "Enabled" : "Disabled", enabled ? "ok" : "bad"),
           badge(shared ? "Shared" : "Dedicated", shared ? "info" : ""),
         ),
@@ -255,6 +282,10 @@ function quotasPanel(account) {
   }
 
   function drawQuotas(answer) {
+    if (isKey(account)) {
+      drawKeyQuotas(el, answer);
+      return;
+    }
     const rows = answer.data || [];
     const windows = answer.windows || [];
     const buckets = new Map();
@@ -327,6 +358,58 @@ function quotasPanel(account) {
       if (!el.hidden && !loaded) await load();
     },
   };
+}
+
+// A Gemini API key reports no fraction left: the models a 429 parked, until when, and what it
+// served this Pacific day (when Google's daily quotas reset) against the daily allowance.
+function drawKeyQuotas(el, answer) {
+  const parked = answer.parked || [];
+  const today = answer.today || {};
+  const consumed = Math.max(0, Math.min(1, Number(today.quota_consumed) || 0));
+  clear(el);
+  if (answer.message) el.append(h("p", { class: "note" }, answer.message));
+  el.append(
+    h("h3", {}, "Today"),
+    h(
+      "div",
+      { class: "tiles" },
+      h("div", { class: "tile" }, h("span", { class: "tile-label" }, "Requests"), h("span", { class: "tile-value" }, fmt.int(today.requests))),
+      h("div", { class: "tile" }, h("span", { class: "tile-label" }, "Tokens"), h("span", { class: "tile-value" }, fmt.int(today.tokens))),
+    ),
+    h(
+      "div",
+      { class: "window-row" },
+      h("span", { class: "window-name" }, "Daily allowance"),
+      h(
+        "span",
+        { class: "quota" },
+        h("meter", { min: "0", max: "1", low: "0.5", high: "0.8", optimum: "0", value: String(consumed), "aria-label": "Share of the daily allowance used" }),
+        h("span", { class: "quota-pct" }, consumed > 0 && consumed < 0.001 ? "< 0.1%" : fmt.pct(consumed)),
+      ),
+      h("span", { class: "muted reset" }, today.daily_tokens ? `used of ${fmt.compact(today.daily_tokens)} tokens a day` : "used"),
+    ),
+    h(
+      "p",
+      { class: "muted small" },
+      "Since ",
+      today.since ? h("time", { datetime: today.since }, fmt.date(today.since)) : "midnight",
+      " (midnight Pacific time, when Google's daily quotas reset).",
+    ),
+    h("h3", {}, "Parked models"),
+  );
+  if (!parked.length) {
+    el.append(h("p", { class: "muted" }, "No model is parked: every model of this key can serve."));
+    return;
+  }
+  el.append(
+    h(
+      "ul",
+      { class: "parked" },
+      parked.map((entry) =>
+        h("li", {}, h("code", {}, entry.model_name), ` (${reasonText(entry.reason)}): back in `, countdown(entry.until, "a moment")),
+      ),
+    ),
+  );
 }
 
 function modelRow(account, row) {
@@ -506,6 +589,90 @@ function addAccountFlow(ctx, added) {
         const users = await ctx.users();
         options(owner, [["", "Choose a user…"], ...users.map((user) => [user.user_id, `${user.name || "user"} (user ${user.user_id})`])], owner.value);
       }
+      el.hidden = false;
+      control.setAttribute("aria-expanded", "true");
+      el.querySelector("h2").setAttribute("tabindex", "-1");
+      el.querySelector("h2").focus();
+    },
+  };
+}
+
+// --- adding a Gemini API key -----------------------------------------------------------
+
+function addKeyFlow(added) {
+  const id = "add-key";
+  // The key is read once, sent, and gone from the field: nothing here keeps it.
+  const secret = h("input", { type: "password", id: "add-key-value", required: true, autocomplete: "off", spellcheck: "false", maxlength: "200" });
+  const name = h("input", { type: "text", id: "add-key-name", maxlength: "100", autocomplete: "off" });
+  const shared = h("input", { type: "checkbox", id: "add-key-shared" });
+  const result = h("div", { class: "step-status", role: "status" });
+  const submit = h("button", { type: "submit" }, "Add the key");
+  const form = h(
+    "form",
+    { novalidate: true },
+    field("Gemini API key", secret, "From Google AI Studio. The gateway checks it with Google, then stores it sealed; it is never shown again."),
+    field("Name (optional)", name, "Up to 100 characters; only you see it."),
+    h(
+      "div",
+      { class: "check" },
+      shared,
+      h("label", { for: "add-key-shared" }, "Share it with the pool"),
+      h("small", { class: "hint" }, "Shared keys serve every contributing user; your own requests can then draw on the pool too."),
+    ),
+    h("div", { class: "actions" }, submit, button("Close", () => close(), { class: "secondary" })),
+    result,
+  );
+  const el = h(
+    "section",
+    { class: "card add-key", id, hidden: true, "aria-labelledby": "add-key-title" },
+    h("h2", { id: "add-key-title" }, "Add a Gemini API key"),
+    form,
+  );
+  let opener = null;
+
+  function close() {
+    el.hidden = true;
+    secret.value = "";
+    clear(result);
+    if (opener) {
+      opener.setAttribute("aria-expanded", "false");
+      opener.focus();
+    }
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clear(result);
+    const body = { api_key: secret.value.trim(), is_shared: shared.checked ? 1 : 0 };
+    secret.value = "";
+    if (!body.api_key) {
+      result.append(errorBox("Paste the key first."));
+      secret.focus();
+      return;
+    }
+    if (name.value.trim()) body.name = name.value.trim();
+    submit.disabled = true;
+    try {
+      const answer = await api("POST", "accounts/gemini-key", { body });
+      const account = answer.data;
+      result.append(h("p", { class: "success-text" }, `${account.name}: ${answer.message || "key added"}.`));
+      name.value = "";
+      shared.checked = false;
+      notify(`${account.name} is ready to serve requests.`, "success");
+      await added();
+    } catch (error) {
+      result.append(errorBox(error));
+      secret.focus();
+    } finally {
+      body.api_key = "";
+      submit.disabled = false;
+    }
+  });
+
+  return {
+    el,
+    open(control) {
+      opener = control;
       el.hidden = false;
       control.setAttribute("aria-expanded", "true");
       el.querySelector("h2").setAttribute("tabindex", "-1");
