@@ -97,8 +97,7 @@ AFTER_UPSTREAM = {"store_signatures", "set_cooldown", "disable_account"}
 BATCHED = {"insert_usage_batch"}
 # The key limiter's reconcile loop (gateway/admission.py), about once a second while a limited
 # key is known to the instance (it is forgotten 120 s after its last use).
-LIMITER = {"record_key_activity", "record_key_inflight", "others_key_activity", "others_key_inflight",
-           "keys_month_tokens", "delete_old_key_activity"}  # fmt: skip
+LIMITER = {"reconcile_keys", "delete_old_key_activity"}
 LIMITER_WHERE = "key limiter reconcile (background)"
 CHAT_RPCS = {"streamGenerateContent", "generateContent"}
 # Quota reads after usage batches, debounced per account: both calls of one read (PROTOCOL §13.6).

@@ -267,3 +267,23 @@ async def test_a_model_only_a_key_lists_goes_to_the_key_not_to_an_unread_oauth_a
         (row,) = await keyed.usage_rows(request_id=completion._request_id)
         assert row["account_id"] == body["data"]["account_id"]
     assert keyed.double.chat_requests == []
+
+
+async def test_reasoning_and_images_through_a_key(keyed: E2E, gemini: GeminiApiDouble) -> None:
+    assert (await add_key(keyed, gemini.add_key(tier="paid").key))[0] == 200
+    client = keyed.client()
+    completion = await client.chat.completions.create(
+        model=MODEL, messages=user("[[think]] hi"), reasoning_effort="low"
+    )
+    config = gemini.last_chat().generation_config
+    # Gemini 2.5 takes a token budget (the family table, PROTOCOL §13.5), and thinks aloud on request.
+    assert config["thinkingConfig"]["thinkingBudget"] > 0 and config["thinkingConfig"]["includeThoughts"]
+    assert completion.choices[0].message.model_extra.get("reasoning_content")
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+    image = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}}
+    completion = await client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": [{"type": "text", "text": "what is it?"}, image]}]
+    )
+    assert completion.choices[0].message.content == "Hello world!"
+    parts = gemini.last_chat().contents[-1]["parts"]
+    assert {"inlineData": {"mimeType": "image/png", "data": png}} in parts
