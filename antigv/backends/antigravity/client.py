@@ -17,7 +17,7 @@ import structlog
 
 from antigv.backends.antigravity.identity import ClientIdentity
 from antigv.backends.google.failures import classify_error
-from antigv.backends.google.stream import UpstreamStream
+from antigv.backends.google.stream import UpstreamStream, read_json_reply
 from antigv.config import UpstreamConfig
 from antigv.core.failures import FailureKind, UpstreamFailure
 
@@ -109,19 +109,4 @@ class UpstreamClient:
     ) -> dict[str, Any]:
         """A unary JSON call (fetchAvailableModels, loadCodeAssist, onboardUser, ...)."""
         response = await self._post(method, access_token, orjson.dumps(payload), stream=False, hosts=hosts)
-        try:
-            async with asyncio.timeout(self._config.idle_timeout):
-                raw = await response.read()
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise UpstreamFailure(
-                FailureKind.NETWORK, 502, f"{method} reply broken: {type(exc).__name__}"
-            ) from None
-        finally:
-            response.release()
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise UpstreamFailure(FailureKind.SERVER_ERROR, 502, f"{method} answered with non-JSON") from None
-        if not isinstance(data, dict):
-            raise UpstreamFailure(FailureKind.SERVER_ERROR, 502, f"{method} answered with a non-object")
-        return data
+        return await read_json_reply(response, self._config.idle_timeout, method)

@@ -12,7 +12,7 @@ import orjson
 import structlog
 
 from antigv.backends.gemini_api.failures import classify
-from antigv.backends.google.stream import UpstreamStream
+from antigv.backends.google.stream import UpstreamStream, read_json_reply
 from antigv.config import GeminiApiConfig, UpstreamConfig
 from antigv.core.failures import FailureKind, UpstreamFailure
 
@@ -66,24 +66,7 @@ class GeminiApiClient:
     async def _json(self, method: str, url: str, key: str, payload: Any = None) -> dict[str, Any]:
         body = None if payload is None else orjson.dumps(payload)
         response = await self._request(method, url, key, body, "application/json")
-        try:
-            async with asyncio.timeout(self._upstream.idle_timeout):
-                raw = await response.read()
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise UpstreamFailure(
-                FailureKind.NETWORK, 502, f"Gemini API reply broken: {type(exc).__name__}"
-            ) from None
-        finally:
-            response.release()
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise UpstreamFailure(
-                FailureKind.SERVER_ERROR, 502, "the Gemini API answered with non-JSON"
-            ) from None
-        if not isinstance(data, dict):
-            raise UpstreamFailure(FailureKind.SERVER_ERROR, 502, "the Gemini API answered with a non-object")
-        return data
+        return await read_json_reply(response, self._upstream.idle_timeout, "the Gemini API")
 
     def _model_url(self, model: str, method: str) -> str:
         return f"{self._base}/models/{quote(model, safe='')}:{method}"

@@ -165,3 +165,23 @@ def _camel_case_parts(frame: dict[str, Any]) -> None:
             inline = part.get("inlineData")
             if isinstance(inline, dict) and "mime_type" in inline:
                 inline.setdefault("mimeType", inline.pop("mime_type"))
+
+
+async def read_json_reply(response: aiohttp.ClientResponse, idle_timeout: float, what: str) -> dict[str, Any]:
+    """The JSON object of a unary 200 reply (released after); ``what`` names the call in failures."""
+    try:
+        async with asyncio.timeout(idle_timeout):
+            raw = await response.read()
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        raise UpstreamFailure(
+            FailureKind.NETWORK, 502, f"{what} reply broken: {type(exc).__name__}"
+        ) from None
+    finally:
+        response.release()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UpstreamFailure(FailureKind.SERVER_ERROR, 502, f"{what} answered with non-JSON") from None
+    if not isinstance(data, dict):
+        raise UpstreamFailure(FailureKind.SERVER_ERROR, 502, f"{what} answered with a non-object")
+    return data
