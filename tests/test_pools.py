@@ -303,7 +303,9 @@ async def test_user_pools_endpoint(client, admin):
         "quota",
         "max_quota",
         "last_recovered_at",
+        "recovery_per_hour",
     }
+    assert claude["recovery_per_hour"] == pytest.approx(0.2 * 4)  # SPEC §6, migration 0011
     assert claude["user_id"] == alice["user_id"]
     assert claude["models"] == ["claude-sonnet-4-6", "gpt-oss-120b-medium"]
     assert claude["patterns"] == ["claude-*", "gpt-oss-*"]

@@ -540,6 +540,27 @@ async def test_consumption_lists_own_usage_newest_first(gateway: Gateway, admin)
     assert len(rows) == 105 and all(r["account_id"] is None for r in rows)
 
 
+async def test_consumption_pages_by_the_last_row_even_within_one_instant(gateway: Gateway, admin):
+    alice, alice_key = await gateway.user("alice")
+    account = await gateway.account(alice, "a@example.com", read=False)
+    same = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
+    for i in range(5):  # five rows of one instant: a page edge falls among them
+        await insert_usage(
+            gateway.db, alice, account, quota_group=GROUP, model=MODEL, total_tokens=i, consumed_at=same
+        )
+    pages, before = [], None
+    while True:
+        query = "limit=2" + (f"&before_id={before}" if before else "")
+        rows = await ok(await gateway.client.get(f"/api/quotas/consumption?{query}", headers=alice_key))
+        if not rows:
+            break
+        pages.append([r["total_tokens"] for r in rows])
+        before = rows[-1]["log_id"]
+    assert pages == [[4, 3], [2, 1], [0]]
+    err = await error(await gateway.client.get("/api/quotas/consumption?before_id=x", headers=alice_key), 400)
+    assert err["param"] == "before_id"
+
+
 async def test_consumption_stats_per_model(gateway: Gateway, admin):
     SERVED = "gemini-pro-agent"  # what the retired gemini-3-pro-high is served as
     alice, key = await gateway.user("alice")

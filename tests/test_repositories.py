@@ -116,7 +116,16 @@ API_ROWS = {
         "available_accounts",
         "total_accounts",
     ],
-    UserPool: ["user_id", "quota_group", "models", "patterns", "quota", "max_quota", "last_recovered_at"],
+    UserPool: [
+        "user_id",
+        "quota_group",
+        "models",
+        "patterns",
+        "quota",
+        "max_quota",
+        "last_recovered_at",
+        "recovery_per_hour",
+    ],
     UsageRow: [
         "log_id",
         "user_id",

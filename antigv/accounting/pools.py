@@ -58,6 +58,7 @@ class UserPool:
     quota: float
     max_quota: float
     last_recovered_at: datetime | None
+    recovery_per_hour: float
 
 
 async def user_pools(quotas: QuotaRepository, groups: QuotasConfig, user_id: int) -> list[UserPool] | None:
@@ -80,6 +81,7 @@ async def user_pools(quotas: QuotaRepository, groups: QuotasConfig, user_id: int
             quota=balance.quota,
             max_quota=balance.max_quota,
             last_recovered_at=balance.last_recovered_at,
+            recovery_per_hour=balance.recovery_per_hour,
         )
         for balance in balances
     ]

@@ -88,6 +88,8 @@ class PoolBalance:
     max_quota: float
     # None for a group the user has not drawn on yet (a full pool).
     last_recovered_at: datetime | None
+    # Quota regained per hour (SPEC §6: a share of max_quota).
+    recovery_per_hour: float
 
 
 class CostEstimate(TypedDict):

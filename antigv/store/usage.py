@@ -123,11 +123,18 @@ class UsageRepository:
         end: datetime | None,
         limit: int,
         key_id: int | None = None,
+        before_id: int | None = None,
     ) -> list[UsageRow]:
         """Newest first; every user's for ``user_id`` None, every key's for ``key_id`` None;
-        ``end`` is exclusive."""
+        ``end`` is exclusive; with ``before_id``, only rows listed after that one."""
         rows = await self._db.all(
-            "usage_rows", user_id=user_id, key_id=key_id, start=start, end=end, limit=limit
+            "usage_rows",
+            user_id=user_id,
+            key_id=key_id,
+            start=start,
+            end=end,
+            limit=limit,
+            before_id=before_id,
         )
         return [row_as(UsageRow, row) for row in rows]
 

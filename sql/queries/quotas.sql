@@ -166,7 +166,9 @@ WITH member AS (
 SELECT m.user_id, l.quota_group,
        coalesce(pool_recovered(p.quota, p.max_quota, p.last_recovered_at), m.max_quota) AS quota,
        coalesce(p.max_quota, m.max_quota) AS max_quota,
-       p.last_recovered_at
+       p.last_recovered_at,
+       -- What the pool regains an hour (migration 0011 holds the rate).
+       pool_recovery_per_hour() * coalesce(p.max_quota, m.max_quota) AS recovery_per_hour
 FROM member m
 LEFT JOIN listed l ON true
 LEFT JOIN shared_pools p ON p.user_id = m.user_id AND p.quota_group = l.quota_group
@@ -189,6 +191,9 @@ WHERE (%(user_id)s::bigint IS NULL OR user_id = %(user_id)s)
   AND (%(key_id)s::bigint IS NULL OR key_id = %(key_id)s)
   AND (%(start)s::timestamptz IS NULL OR consumed_at >= %(start)s)
   AND (%(end)s::timestamptz IS NULL OR consumed_at < %(end)s)
+  -- A page after another: strictly older than its last row, in the listing's own order.
+  AND (%(before_id)s::bigint IS NULL
+       OR (consumed_at, log_id) < (SELECT b.consumed_at, b.log_id FROM usage_log b WHERE b.log_id = %(before_id)s))
 ORDER BY consumed_at DESC, log_id DESC
 LIMIT %(limit)s
 

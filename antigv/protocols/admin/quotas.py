@@ -183,8 +183,9 @@ async def consumption(request: web.Request) -> web.Response:
     start, end = date_range(request)
     user_id = target_user(request, required=False)
     key_id = query_id(request, "key_id")
+    before_id = query_id(request, "before_id")
     rows = await request.app[USAGE_REPO].rows(
-        user_id=user_id, key_id=key_id, start=start, end=end, limit=limit
+        user_id=user_id, key_id=key_id, start=start, end=end, limit=limit, before_id=before_id
     )
     return api_ok(rows)
 

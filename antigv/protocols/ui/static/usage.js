@@ -9,8 +9,6 @@ export const title = "Usage";
 
 // What one read of the log may hold (the API's limit); the chart is drawn from one read.
 const CHART_LIMIT = 1000;
-// SPEC §1: a pool recovers 0.2 × its max every hour.
-const POOL_RECOVERY_PER_HOUR = 0.2;
 const PAGE_SIZES = [25, 50, 100];
 
 function isoDay(date) {
@@ -236,7 +234,7 @@ function poolTable(pools) {
         "tbody",
         {},
         pools.map((p) => {
-          const rate = POOL_RECOVERY_PER_HOUR * p.max_quota;
+          const rate = p.recovery_per_hour;
           const missing = Math.max(0, p.max_quota - p.quota);
           let recovery;
           if (!(p.max_quota > 0)) recovery = "no shared account of yours: the pool is closed";
@@ -265,7 +263,7 @@ function usageLog(keyNames) {
   const newer = button("Newer", () => move(-1), { class: "secondary" });
   const older = button("Older", () => move(1), { class: "secondary" });
   const el = h("div", {}, h("div", { class: "toolbar" }, field("Rows", size)), body, h("div", { class: "pager" }, newer, status, older));
-  // cursors[i]: the exclusive end of page i (an instant), or the filter's own end for page 0.
+  // cursors[i]: the last row (log_id) of page i - 1; page 0 starts at the filter's own end.
   let cursors = [];
   let page = 0;
   let filter = {};
@@ -273,8 +271,9 @@ function usageLog(keyNames) {
 
   async function read() {
     const limit = Number(size.value);
-    const end = cursors[page];
-    const answer = await data("GET", "quotas/consumption", { query: { ...filter, end_date: end, limit: limit + 1 } });
+    const query = { ...filter, limit: limit + 1 };
+    if (page > 0) query.before_id = cursors[page];
+    const answer = await data("GET", "quotas/consumption", { query });
     const more = answer.length > limit;
     lastRows = answer.slice(0, limit);
     draw(lastRows);
@@ -285,7 +284,7 @@ function usageLog(keyNames) {
 
   async function move(step) {
     if (step > 0) {
-      cursors[page + 1] = lastRows[lastRows.length - 1].consumed_at;
+      cursors[page + 1] = lastRows[lastRows.length - 1].log_id;
     }
     page += step;
     await busy(null, read);
@@ -331,7 +330,7 @@ function usageLog(keyNames) {
   }
 
   size.addEventListener("change", () => {
-    cursors = [filter.end_date];
+    cursors = [];
     page = 0;
     busy(null, read);
   });
@@ -340,7 +339,7 @@ function usageLog(keyNames) {
     el,
     async load(wanted) {
       filter = { ...wanted };
-      cursors = [wanted.end_date];
+      cursors = [];
       page = 0;
       await read();
     },
