@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 .DEFAULT_GOAL := help
 .PHONY: help install constraints run serve test test-fast lint format migrate db-start db-stop db-status clean \
         postgres user-create users quota-recover refresh-tokens db-backup db-restore logs \
-        install-service uninstall-service bench claude-code
+        install-service uninstall-service bench claude-code browser
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -52,10 +52,13 @@ serve: install $(CONFIG) ## serve with the existing config (migrations first)
 claude-code: ## install the pinned Claude Code CLI into .venv/claude-code (its end-to-end tests)
 	deploy/install-claude-code.sh
 
+browser: install ## install Debian's chromium (apt, as root) and Playwright for the console's browser tests
+	deploy/install-browser.sh
+
 test: install postgres ## run the test suite against a throwaway PostgreSQL (and the real Claude Code CLI)
 	@# Without Node.js or npm the Claude Code tests skip, unless ANTIGV_REQUIRE_CLAUDE_CODE=1 (CI).
 	-@deploy/install-claude-code.sh
-	@# Without Chromium the browser tests skip, unless ANTIGV_REQUIRE_BROWSER=1 (CI).
+	@# Without chromium (apt-get install chromium) the browser tests skip, unless ANTIGV_REQUIRE_BROWSER=1 (CI).
 	-@deploy/install-browser.sh
 	@# A test stuck for good ends the run; tests/hang_guard.py leaves its stacks here.
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) || { status=$$?; cat var/test-hang.log 2>/dev/null; exit $$status; }
