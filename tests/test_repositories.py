@@ -46,7 +46,7 @@ async def test_the_request_path_writes_show_on_the_account_and_drop_cached_candi
         await accounts.disable(second, "revoked")
         disabled = await accounts.get(second, user_id=None)
         assert (disabled.status, disabled.disabled_reason) == (0, "revoked")
-        assert await accounts.enabled_ids() == [first]
+        assert list(await accounts.enabled_kinds()) == [first]
         assert dropped == ["dropped"] * 6
 
 

@@ -216,12 +216,11 @@ class Gateway:
         model = request.model
         quota_group = self._config.quotas.group_of(model)
         rows = self._serving(await self.router.candidates(principal, model, quota_group), model)
-        # Each kind of account among the candidates gets the request in its backend's form.
-        prepared_by_kind: dict[str, tuple[Prepared, str]] = {}
-        for kind in sorted({row["kind"] for row in rows}) or [ANTIGRAVITY]:
-            prepared_by_kind[kind] = await self._prepare(self._backends[kind], request)
+        # The request in each backend's form, made when an account of that kind is first tried.
+        first_kind = rows[0]["kind"] if rows else ANTIGRAVITY
+        prepared_by_kind = {first_kind: await self._prepare(self._backends[first_kind], request)}
         # One conversation, one digest: any kind's names the sticky account.
-        session_key = next(iter(prepared_by_kind.values()))[0].session_key
+        session_key = prepared_by_kind[first_kind][0].session_key
 
         attempts = Attempts(deadline=self._clock.monotonic() + self._config.upstream.first_byte_timeout)
         last_failure: UpstreamFailure | None = None
@@ -241,10 +240,12 @@ class Gateway:
                 break
             account = ranking.accounts[0]
             account_id = account["account_id"]
+            backend = self._backends[account["kind"]]
+            if account["kind"] not in prepared_by_kind:
+                prepared_by_kind[account["kind"]] = await self._prepare(backend, request)
+            prepared, family = prepared_by_kind[account["kind"]]
             self.router.acquire(account_id)
             held = self.reservations.reserve(principal.user_id, quota_group, account)
-            backend = self._backends[account["kind"]]
-            prepared, family = prepared_by_kind[account["kind"]]
             try:
                 reply = await self._attempt(backend, account, prepared, request, requested, started, family)
             except UpstreamFailure as failure:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import web
 
-from antigv.appkeys import CONFIG, GATEWAY, PRINCIPAL, REQUEST_ID, SHUTDOWN_CUT
+from antigv.appkeys import CONFIG, GATEWAY, PRINCIPAL, REQUEST_ID, SHUTDOWN_CUT, SURFACES
 from antigv.core.conversation import ChatRequest
 from antigv.core.errors import GatewayError, InternalError, ServiceUnavailable
 from antigv.core.events import Event
@@ -127,7 +127,6 @@ async def answer_chat(
     started: float,
     renderer: Callable[[Reply], StreamRenderer],
     assemble: Callable[[list[Event], str], dict[str, Any]],
-    headers: dict[str, str] | None = None,
     heartbeat: tuple[bytes, float] | None = None,
 ) -> web.StreamResponse:
     """A chat surface's answer to ``chat``: the gateway's reply as a stream (``renderer``)
@@ -138,13 +137,9 @@ async def answer_chat(
     ) as reply:
         try:
             if chat.stream:
-                return await stream_reply(
-                    request, reply, renderer(reply), headers=headers, heartbeat=heartbeat
-                )
+                return await stream_reply(request, reply, renderer(reply), heartbeat=heartbeat)
             events, whole_headers = await whole_reply(request, reply)
-            return json_response(
-                assemble(events, reply.requested_model), headers={**whole_headers, **(headers or {})}
-            )
+            return json_response(assemble(events, reply.requested_model), headers=whole_headers)
         except asyncio.CancelledError:
             if shutdown.cut:
                 reply.fail()
@@ -164,7 +159,6 @@ async def stream_reply(
     reply: Reply,
     renderer: StreamRenderer,
     *,
-    headers: dict[str, str] | None = None,
     heartbeat: tuple[bytes, float] | None = None,
 ) -> web.StreamResponse:
     """Send ``reply`` as SSE. ``heartbeat`` is (event, seconds): the event is sent
@@ -181,7 +175,8 @@ async def stream_reply(
             OVERHEAD_HEADER: f"{spent * 1000:.2f}",
             "X-Request-Id": request[REQUEST_ID],
             **reply.rate_limit_headers,
-            **(headers or {}),
+            # The surface's own name for the request id (the middleware's, for a body).
+            **dict.fromkeys(app[SURFACES].request_id_headers(request.path), request[REQUEST_ID]),
         }
     )
     await response.prepare(request)

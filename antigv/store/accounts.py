@@ -181,9 +181,6 @@ class AccountRepository:
     async def set_project(self, account_id: int, project_id: str) -> None:
         await self._db.execute("set_project", account_id=account_id, project_id=project_id)
 
-    async def enabled_ids(self) -> list[int]:
-        return [row["account_id"] for row in await self._db.all("enabled_account_ids")]
-
     async def enabled_kinds(self) -> dict[int, str]:
         """Every enabled account's kind, by id."""
         return {row["account_id"]: row["kind"] for row in await self._db.all("enabled_account_ids")}

@@ -65,12 +65,15 @@ def quota_ids(details: list[dict[str, Any]]) -> list[str]:
     return found
 
 
-def next_pacific_midnight(now: datetime) -> datetime:
-    local = now.astimezone(_PACIFIC)
-    midnight = datetime(local.year, local.month, local.day, tzinfo=_PACIFIC) + timedelta(days=1)
-    # A day across a clock change is 23 or 25 hours: build the date, then localise it.
-    midnight = datetime(midnight.year, midnight.month, midnight.day, tzinfo=_PACIFIC)
-    return midnight.astimezone(UTC)
+def pacific_day(now: datetime) -> tuple[datetime, datetime]:
+    """(the last, the next) midnight in Pacific time around ``now``, in UTC: Google's day of
+    per-day quotas. A day across a clock change has 23 or 25 hours: built from dates, not
+    by adding 24 hours."""
+    local = now.astimezone(_PACIFIC).date()
+    start = datetime(local.year, local.month, local.day, tzinfo=_PACIFIC)
+    tomorrow = local + timedelta(days=1)
+    end = datetime(tomorrow.year, tomorrow.month, tomorrow.day, tzinfo=_PACIFIC)
+    return start.astimezone(UTC), end.astimezone(UTC)
 
 
 def classify(
@@ -89,6 +92,6 @@ def classify(
         ids = quota_ids(error_details(error))
         failure.reason = ids[0] if ids else failure.reason
         if any("PerDay" in quota_id for quota_id in ids):
-            failure.reset_at = next_pacific_midnight(now)
+            failure.reset_at = pacific_day(now)[1]
             failure.retry_after = (failure.reset_at - now).total_seconds()
     return failure

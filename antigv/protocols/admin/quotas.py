@@ -12,7 +12,7 @@ from aiohttp import web
 from antigv.accounting.pools import user_pools
 from antigv.appkeys import ACCOUNT_REPO, CATALOGUE, CONFIG, PRINCIPAL, QUOTA_REPO, QUOTAS, USAGE_REPO
 from antigv.backends.gemini_api.backend import KIND as GEMINI_API_KIND
-from antigv.backends.gemini_api.failures import next_pacific_midnight
+from antigv.backends.gemini_api.failures import pacific_day
 from antigv.core.errors import InvalidRequest, NotFound
 from antigv.core.principal import Principal
 from antigv.protocols.auth import ADMIN, access, target_user
@@ -136,8 +136,7 @@ async def _key_quotas(app: web.Application, account: QuotaAccount) -> dict[str, 
     """A Gemini API key reports no remaining fraction (issue 15): its parked windows (the
     models a 429 parked, until when) and its use this Pacific day, when Google's per-day
     quotas reset, against the pool's daily allowance."""
-    now = datetime.now(UTC)
-    day_start = next_pacific_midnight(now) - timedelta(days=1)
+    day_start, _ = pacific_day(datetime.now(UTC))
     shown = await app[ACCOUNT_REPO].get(account["account_id"], user_id=None)
     return {
         "data": [],

@@ -10,7 +10,7 @@ import time
 
 from aiohttp import web
 
-from antigv.appkeys import CONFIG, GATEWAY, PRINCIPAL, REQUEST_ID, SHUTDOWN_CUT, SURFACES
+from antigv.appkeys import CONFIG, GATEWAY, PRINCIPAL, SHUTDOWN_CUT, SURFACES
 from antigv.core.conversation import ChatRequest
 from antigv.core.estimate import estimate_input_tokens
 from antigv.core.events import Usage
@@ -42,7 +42,6 @@ async def messages(request: web.Request) -> web.StreamResponse:
             started=started,
             renderer=lambda reply: StreamRenderer(reply.requested_model, lambda: _input_usage(reply, chat)),
             assemble=assemble_message,
-            headers={REQUEST_ID_HEADER: request[REQUEST_ID]},
             heartbeat=(PING, every) if every > 0 else None,
         )
 

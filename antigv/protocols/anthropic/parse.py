@@ -52,25 +52,20 @@ TOOL_CALL_ID_PREFIX = "toolu_"
 
 
 def parse_messages_request(body: object) -> ChatRequest:
-    """Validate a decoded Messages body (for ``/v1/messages`` and its ``count_tokens``)."""
-    if not isinstance(body, dict):
-        fail("the request body must be a JSON object", None)
-    model = non_empty_string(body.get("model"), "model")
-    max_tokens = positive_int(body.get("max_tokens"), "max_tokens")
-    return _parse(body, model, max_tokens)
+    """Validate a decoded ``/v1/messages`` body."""
+    return _parse(body, counting=False)
 
 
 def parse_count_tokens_request(body: object) -> ChatRequest:
     """``count_tokens`` takes the same body without ``max_tokens``."""
+    return _parse(body, counting=True)
+
+
+def _parse(body: object, *, counting: bool) -> ChatRequest:
     if not isinstance(body, dict):
         fail("the request body must be a JSON object", None)
     model = non_empty_string(body.get("model"), "model")
-    return _parse(body, model, positive_int(body.get("max_tokens"), "max_tokens"), counting=True)
-
-
-def _parse(
-    body: dict[str, Any], model: str, max_tokens: int | None, *, counting: bool = False
-) -> ChatRequest:
+    max_tokens = positive_int(body.get("max_tokens"), "max_tokens")
     if max_tokens is None and not counting:
         fail("max_tokens: field required", "max_tokens")
     system_messages, turns = _parse_messages(body.get("messages"))
