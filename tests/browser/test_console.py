@@ -280,7 +280,8 @@ async def test_the_admin_creates_a_user_and_sees_the_upstream_client_version(sit
 async def test_the_usage_log_pages_and_filters_by_day(site: E2E, new_tab: Any):
     acc = await site.add_account("busy@example.com")
     today = datetime.now(UTC)
-    long_ago = today - timedelta(days=10)
+    # Noon, so that its three rows, minutes apart, fall on one UTC day whenever this runs.
+    long_ago = (today - timedelta(days=10)).replace(hour=12, minute=0)
     insert = (
         "INSERT INTO usage_log (request_id, user_id, account_id, model_name, quota_group, is_shared,"
         " prompt_tokens, completion_tokens, reasoning_tokens, total_tokens, status, latency_ms, consumed_at)"

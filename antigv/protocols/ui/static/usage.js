@@ -153,30 +153,34 @@ export async function render(root, ctx) {
     );
   }
 
-  async function drawPool() {
-    clear(pool);
+  /** Reads the pool of the chosen user; the function it returns draws it. */
+  async function readPool() {
     const user = ctx.isAdmin ? userSelect.value : String(ctx.me.user_id);
-    if (!user) {
-      pool.append(h("p", { class: "muted" }, "Choose a user above to see their pool."));
-      return;
-    }
+    if (!user) return () => pool.replaceChildren(h("p", { class: "muted" }, "Choose a user above to see their pool."));
     try {
       const pools = await data("GET", "quotas/user", { query: ctx.isAdmin ? { user_id: user } : {} });
-      pool.append(poolTable(pools));
+      return () => pool.replaceChildren(poolTable(pools));
     } catch (error) {
-      pool.append(errorBox(error));
+      return () => pool.replaceChildren(errorBox(error));
     }
   }
 
   async function load() {
     const wanted = query();
-    const answer = await api("GET", "quotas/consumption", { query: { ...wanted, limit: CHART_LIMIT } });
+    // Every part answers the same filter: read them all, then draw them together, so
+    // the page never shows tiles of one range beside a log of another.
+    const [answer, drawLog, drawPool] = await Promise.all([
+      api("GET", "quotas/consumption", { query: { ...wanted, limit: CHART_LIMIT } }),
+      log.load(wanted),
+      readPool(),
+    ]);
     rows = answer.data;
     range = { start: wanted.start_date || weekAgo, end: wanted.end_date || today };
     drawSummary();
     drawChart();
     drawPerModel();
-    await Promise.all([log.load(wanted), drawPool()]);
+    drawLog();
+    drawPool();
   }
 
   filters.addEventListener("submit", (event) => {
@@ -269,17 +273,23 @@ function usageLog(keyNames) {
   let filter = {};
   let lastRows = [];
 
-  async function read() {
+  /** Reads the current page; the function it returns draws it. */
+  async function readPage() {
     const limit = Number(size.value);
     const query = { ...filter, limit: limit + 1 };
     if (page > 0) query.before_id = cursors[page];
     const answer = await data("GET", "quotas/consumption", { query });
-    const more = answer.length > limit;
-    lastRows = answer.slice(0, limit);
-    draw(lastRows);
-    newer.disabled = page === 0;
-    older.disabled = !more;
-    status.textContent = lastRows.length ? `Page ${page + 1}` : "";
+    return () => {
+      lastRows = answer.slice(0, limit);
+      draw(lastRows);
+      newer.disabled = page === 0;
+      older.disabled = answer.length <= limit;
+      status.textContent = lastRows.length ? `Page ${page + 1}` : "";
+    };
+  }
+
+  async function read() {
+    (await readPage())();
   }
 
   async function move(step) {
@@ -341,7 +351,7 @@ function usageLog(keyNames) {
       filter = { ...wanted };
       cursors = [];
       page = 0;
-      await read();
+      return readPage();
     },
   };
 }
