@@ -8,6 +8,7 @@ good, not for a second: each one fails on code that forgets an invalidation.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 from typing import Any
@@ -20,6 +21,7 @@ from antigv.app import create_app
 from antigv.appkeys import CATALOGUE
 from antigv.backends.antigravity import oauth as oauth_module
 from antigv.config import Config
+from antigv.core.principal import Principal
 from antigv.gateway.selection import AccountRouter
 from antigv.store.db import Database, Queries, create_pool
 from tests.conftest import ADMIN_KEY, bearer, create_user, double_config
@@ -253,6 +255,37 @@ async def test_a_transaction_tells_watchers_after_commit_and_never_after_rollbac
         await db.all("list_accounts", user_id=None)  # a read drops nothing
         await db.execute("set_project", account_id=1, project_id="p")
         assert told == ["dropped", "dropped"]
+    finally:
+        pool.close()
+        await pool.wait_closed()
+
+
+async def test_requests_that_miss_together_share_one_candidate_read(db_dsn, monkeypatch):
+    pool = await create_pool(db_dsn, minsize=0, maxsize=4)
+    try:
+        db = Database(pool, Queries.load())
+        router = AccountRouter(db, cache_ttl=1.0)
+        reads: list[str] = []
+        second_read = asyncio.Event()
+        original = Database.all
+
+        async def counting(self: Database, query: str, /, **params: Any) -> Any:
+            reads.append(query)
+            if len(reads) == 2:
+                second_read.set()
+            return await original(self, query, **params)
+
+        monkeypatch.setattr(Database, "all", counting)
+        principal = Principal(user_id=None, is_admin=True, name="admin")
+        together = await asyncio.gather(*(router.candidates(principal, GEMINI, "gemini") for _ in range(16)))
+        assert reads == ["account_candidates"] and all(rows is together[0] for rows in together)
+        # A change committed while a read runs: who asks after it reads again.
+        router.invalidate()  # the 1 s cache is gone
+        late = asyncio.ensure_future(router.candidates(principal, GEMINI, "gemini"))
+        await asyncio.wait_for(second_read.wait(), timeout=5)
+        router.invalidate()
+        await asyncio.gather(late, router.candidates(principal, GEMINI, "gemini"))
+        assert reads == ["account_candidates"] * 3
     finally:
         pool.close()
         await pool.wait_closed()

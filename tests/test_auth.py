@@ -203,6 +203,41 @@ async def test_cached_key_does_not_query_the_database(client, clock, key_lookups
     assert len(key_lookups) == 2
 
 
+async def test_requests_that_miss_together_share_one_lookup(client, clock, key_lookups):
+    user = await create_user(client)
+    clock.advance(CACHE_TTL + 0.1)  # the key its creation cached has expired
+    statuses = await asyncio.gather(*(status_of(client, user["api_key"]) for _ in range(20)))
+    assert statuses == [200] * 20
+    assert len(key_lookups) == 1
+
+
+async def test_a_key_changed_during_a_lookup_is_read_again(client, clock, monkeypatch):
+    user = await create_user(client)
+    clock.advance(CACHE_TTL + 0.1)
+    lookups = 0
+    entered, release = asyncio.Event(), asyncio.Event()
+    original = Database.one
+
+    async def held(self: Database, query: str, /, **params: Any) -> Any:
+        nonlocal lookups
+        if query == "key_by_hash":
+            lookups += 1
+            if lookups == 1:  # the first read waits for the change below
+                entered.set()
+                await release.wait()
+        return await original(self, query, **params)
+
+    monkeypatch.setattr(Database, "one", held)
+    first = asyncio.ensure_future(status_of(client, user["api_key"]))
+    await asyncio.wait_for(entered.wait(), timeout=5)
+    # As a change on this instance does, while the first read runs: who asks next reads anew.
+    client.app[antigv.protocols.auth.KEY_CACHE].evict(key_digest(user["api_key"]))
+    assert await asyncio.wait_for(status_of(client, user["api_key"]), timeout=5) == 200
+    release.set()
+    assert await first == 200
+    assert lookups == 2
+
+
 async def test_unknown_keys_are_cached_too(client, clock, key_lookups):
     for _ in range(4):
         assert await status_of(client, "sk-" + "B" * 48) == 401

@@ -17,6 +17,7 @@ from typing import Any
 from antigv.core.errors import AccountsExhausted, GatewayError, NoAccount, PoolExhausted
 from antigv.core.principal import Principal
 from antigv.store.db import Database
+from antigv.store.singleflight import SingleFlight
 
 # A sticky account is kept while it is at most this much busier than the idlest one.
 STICKY_SLACK = 1
@@ -152,6 +153,10 @@ def no_account_error(ranking: Ranking, model: str, now: datetime | None = None) 
     )
 
 
+# (user_id, is_admin, model, quota_group): what one account_candidates read depends on.
+_CandidatesKey = tuple[int | None, bool, str, str]
+
+
 class AccountRouter:
     """Per-process knowledge for selection: requests in flight per account, and the
     candidate rows of recent requests.
@@ -169,10 +174,12 @@ class AccountRouter:
     def __init__(self, db: Database, cache_ttl: float = 0.0) -> None:
         self._db = db
         self._cache_ttl = cache_ttl
-        self._cache: dict[tuple[int | None, bool, str, str], tuple[float, list[dict[str, Any]]]] = {}
+        self._cache: dict[_CandidatesKey, tuple[float, list[dict[str, Any]]]] = {}
         # Bumped by every invalidation: a read that overlapped one is not cached,
         # since it may have seen the database from before the change.
         self._generation = 0
+        # Requests that miss together share one read (a refill under load).
+        self._reads: SingleFlight[_CandidatesKey, list[dict[str, Any]]] = SingleFlight()
         self.inflight: dict[int, int] = {}
         db.watch(self.TOPIC, self.invalidate)
 
@@ -182,13 +189,13 @@ class AccountRouter:
         cached = self._cache.get(key)
         if cached is not None and now - cached[0] < self._cache_ttl:
             return cached[1]
+        return await self._reads.run(key, lambda: self._read(key, now))
+
+    async def _read(self, key: _CandidatesKey, now: float) -> list[dict[str, Any]]:
+        user_id, is_admin, model, quota_group = key
         generation = self._generation
         rows = await self._db.all(
-            "account_candidates",
-            model=model,
-            quota_group=quota_group,
-            user_id=principal.user_id,
-            is_admin=principal.is_admin,
+            "account_candidates", model=model, quota_group=quota_group, user_id=user_id, is_admin=is_admin
         )
         if self._cache_ttl > 0 and generation == self._generation:
             if len(self._cache) > _CACHE_ENTRIES:
@@ -199,6 +206,7 @@ class AccountRouter:
     def invalidate(self) -> None:
         self._generation += 1
         self._cache.clear()
+        self._reads.forget()
 
     def acquire(self, account_id: int) -> None:
         self.inflight[account_id] = self.inflight.get(account_id, 0) + 1

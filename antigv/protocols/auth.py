@@ -21,6 +21,7 @@ from antigv.core.principal import KeyLimits, Principal
 from antigv.protocols.endpoint_hints import no_such_endpoint
 from antigv.protocols.web import query_id
 from antigv.store.keys import is_admin_key, key_digest
+from antigv.store.singleflight import SingleFlight
 from antigv.store.users import UserRepository
 
 CACHE_TTL = 5.0
@@ -68,6 +69,8 @@ class KeyCache:
         self._entries: OrderedDict[bytes, tuple[KeyOwner, float]] = OrderedDict()
         # Bumped by every eviction, so a lookup that raced one does not re-cache stale data.
         self.generation = 0
+        # Requests with the same key that miss together share one read.
+        self.reads: SingleFlight[bytes, KeyOwner] = SingleFlight()
 
     def get(self, digest: bytes) -> tuple[bool, KeyOwner]:
         entry = self._entries.get(digest)
@@ -85,6 +88,7 @@ class KeyCache:
         """Forget one key (changed or deleted)."""
         self.generation += 1
         self._entries.pop(digest, None)
+        self.reads.forget(digest)
 
     def evict_user(self, user_id: int) -> None:
         """Forget a user's keys (a disabled user's too) and, to be safe, unknown keys."""
@@ -92,6 +96,7 @@ class KeyCache:
         stale = [d for d, (p, _) in self._entries.items() if p is None or p.user_id == user_id]
         for digest in stale:
             del self._entries[digest]
+        self.reads.forget()
 
 
 def api_key(request: web.Request) -> str | None:
@@ -116,6 +121,10 @@ async def resolve_key(users: UserRepository, cache: KeyCache, key: str) -> KeyOw
     hit, owner = cache.get(digest)
     if hit:
         return owner
+    return await cache.reads.run(digest, lambda: _read_owner(users, cache, digest))
+
+
+async def _read_owner(users: UserRepository, cache: KeyCache, digest: bytes) -> KeyOwner:
     generation = cache.generation
     holder = await users.by_key_digest(digest)
     owner: KeyOwner = None
