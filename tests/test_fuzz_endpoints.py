@@ -45,6 +45,7 @@ KNOWN_ENDPOINTS = {
     ("GET", "/api/quotas/user"),
     ("GET", "/api/quotas/shared-pool"),
     ("GET", "/api/quotas/consumption"),
+    ("GET", "/api/quotas/consumption/daily"),
     ("GET", "/api/quotas/consumption/stats/{model}"),
     ("GET", "/api/quotas/low"),
 }
@@ -250,7 +251,11 @@ async def test_every_endpoint_answers_malformed_input_without_a_5xx(
 )
 async def test_dates_at_the_edges_of_the_calendar_are_answered(client: Any, query: dict[str, str]) -> None:
     user = await create_user(client)
-    for path in ("/api/quotas/consumption", "/api/quotas/consumption/stats/gemini-2.5-flash"):
+    for path in (
+        "/api/quotas/consumption",
+        "/api/quotas/consumption/daily",
+        "/api/quotas/consumption/stats/gemini-2.5-flash",
+    ):
         response = await client.get(path, params=query, headers=bearer(user["api_key"]))
         assert response.status in (200, 400), await response.text()
         if response.status == 400:

@@ -608,6 +608,77 @@ async def test_consumption_stats_per_model(gateway: Gateway, admin):
     )
 
 
+async def test_consumption_daily_sums_every_row_per_utc_day_and_model(gateway: Gateway, admin):
+    alice, key = await gateway.user("alice")
+    _, bob_key = await gateway.user("bob")
+    account = await gateway.account(alice, "a@example.com", read=False)
+    midnight = datetime(2025, 3, 11, tzinfo=UTC)
+    # 1500 rows on the 10th, more than a page of the log can hold, the last a second before midnight.
+    await sql(
+        gateway.db,
+        "INSERT INTO usage_log (request_id, user_id, account_id, model_name, quota_group, is_shared,"
+        " prompt_tokens, completion_tokens, reasoning_tokens, total_tokens, status, latency_ms, consumed_at)"
+        " SELECT 'd' || n, %(u)s, %(a)s, %(m)s, %(g)s, 1, 2, 3, 1, 5,"
+        " CASE WHEN n %% 100 = 0 THEN 'error' ELSE 'ok' END, 10, %(at)s - n * interval '1 second'"
+        " FROM generate_series(1, 1500) AS n",
+        u=alice,
+        a=account,
+        m=MODEL,
+        g=GROUP,
+        at=midnight,
+    )
+    await insert_usage(
+        gateway.db, alice, account, quota_group=GROUP, model=MODEL, total_tokens=7, consumed_at=midnight
+    )
+    other = await insert_usage(
+        gateway.db,
+        alice,
+        account,
+        quota_group="other",
+        total_tokens=9,
+        consumed_at=midnight + timedelta(hours=23),
+    )
+    await sql(
+        gateway.db, "UPDATE usage_log SET quota_consumed = 0.5, latency_ms = 30 WHERE log_id = %(i)s", i=other
+    )
+
+    days = await ok(await gateway.client.get("/api/quotas/consumption/daily", headers=key))
+    assert [(d["day"], d["model_name"], d["requests"]) for d in days] == [
+        ("2025-03-10", MODEL, 1500),
+        ("2025-03-11", MODEL, 1),
+        ("2025-03-11", "other", 1),
+    ]
+    tenth = days[0]
+    assert (tenth["errors"], tenth["prompt_tokens"], tenth["completion_tokens"]) == (15, 3000, 4500)
+    assert (tenth["reasoning_tokens"], tenth["total_tokens"], tenth["latency_ms_total"]) == (
+        1500,
+        7500,
+        15000,
+    )
+    assert tenth["settled_requests"] == 0 and tenth["quota_consumed"] == 0
+    assert (days[2]["quota_consumed"], days[2]["settled_requests"], days[2]["latency_ms_total"]) == (
+        0.5,
+        1,
+        30,
+    )
+
+    # The log's filters: a bare end date covers its day.
+    only = await ok(
+        await gateway.client.get(
+            "/api/quotas/consumption/daily?start_date=2025-03-11&end_date=2025-03-11", headers=key
+        )
+    )
+    assert [(d["model_name"], d["requests"]) for d in only] == [(MODEL, 1), ("other", 1)]
+    assert await ok(await gateway.client.get("/api/quotas/consumption/daily", headers=bob_key)) == []
+    await error(
+        await gateway.client.get(f"/api/quotas/consumption/daily?user_id={alice}", headers=bob_key), 404
+    )
+    everyone = await ok(await gateway.client.get("/api/quotas/consumption/daily", headers=admin))
+    assert sum(d["requests"] for d in everyone) == 1502
+    err = await error(await gateway.client.get("/api/quotas/consumption/daily?key_id=x", headers=key), 400)
+    assert err["param"] == "key_id"
+
+
 # --- totals and low quotas ---------------------------------------------------------------
 
 

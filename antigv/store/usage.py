@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from antigv.store.db import Database, row_as
@@ -68,6 +68,26 @@ class UsageStats:
     avg_quota_consumed: float
     settled_requests: int
     last_used_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageDay:
+    """One model's requests on one UTC day, summed."""
+
+    day: date
+    model_name: str
+    requests: int
+    # Requests whose status is not "ok".
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    total_tokens: int
+    quota_consumed: float
+    # Of ``requests``, those a quota read has settled (``quota_consumed`` sums theirs).
+    settled_requests: int
+    # Summed, so that a mean over any set of days and models stays exact.
+    latency_ms_total: int
 
 
 def batch_params(records: Sequence[UsageRecord]) -> dict[str, list[Any]]:
@@ -153,6 +173,13 @@ class UsageRepository:
         )
         assert row is not None  # an aggregate without GROUP BY always has its row
         return row_as(UsageStats, row)
+
+    async def daily(
+        self, *, user_id: int | None, start: datetime | None, end: datetime | None, key_id: int | None = None
+    ) -> list[UsageDay]:
+        """Per UTC day and model, oldest day first; filtered as ``rows``."""
+        rows = await self._db.all("usage_daily", user_id=user_id, key_id=key_id, start=start, end=end)
+        return [row_as(UsageDay, row) for row in rows]
 
     async def delete_old(self, *, max_age: float, batch: int) -> int:
         """Delete up to ``batch`` rows older than ``max_age`` seconds; how many went."""

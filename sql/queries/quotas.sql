@@ -211,6 +211,28 @@ WHERE (%(user_id)s::bigint IS NULL OR user_id = %(user_id)s)
   AND (%(start)s::timestamptz IS NULL OR consumed_at >= %(start)s)
   AND (%(end)s::timestamptz IS NULL OR consumed_at < %(end)s)
 
+-- name: usage_daily
+-- Per UTC day and model, what the usage log adds up to: exact at any volume, where a
+-- page of rows is not (the console's chart and tiles read this).
+SELECT (consumed_at AT TIME ZONE 'UTC')::date AS day,
+       model_name,
+       count(*) AS requests,
+       count(*) FILTER (WHERE status <> 'ok') AS errors,
+       coalesce(sum(prompt_tokens), 0)::bigint AS prompt_tokens,
+       coalesce(sum(completion_tokens), 0)::bigint AS completion_tokens,
+       coalesce(sum(reasoning_tokens), 0)::bigint AS reasoning_tokens,
+       coalesce(sum(total_tokens), 0)::bigint AS total_tokens,
+       coalesce(sum(quota_consumed), 0)::float8 AS quota_consumed,
+       count(quota_consumed) AS settled_requests,
+       coalesce(sum(latency_ms), 0)::bigint AS latency_ms_total
+FROM usage_log
+WHERE (%(user_id)s::bigint IS NULL OR user_id = %(user_id)s)
+  AND (%(key_id)s::bigint IS NULL OR key_id = %(key_id)s)
+  AND (%(start)s::timestamptz IS NULL OR consumed_at >= %(start)s)
+  AND (%(end)s::timestamptz IS NULL OR consumed_at < %(end)s)
+GROUP BY 1, 2
+ORDER BY 1, 2
+
 -- name: account_usage_since
 SELECT count(*) AS requests, coalesce(sum(total_tokens), 0)::bigint AS tokens,
        coalesce(sum(quota_consumed), 0)::float8 AS quota_consumed

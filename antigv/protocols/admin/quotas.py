@@ -189,6 +189,15 @@ async def consumption(request: web.Request) -> web.Response:
     return api_ok(rows)
 
 
+async def consumption_daily(request: web.Request) -> web.Response:
+    """``GET /api/quotas/consumption/daily``: the usage log summed per UTC day and model."""
+    start, end = date_range(request)
+    rows = await request.app[USAGE_REPO].daily(
+        user_id=target_user(request, required=False), key_id=query_id(request, "key_id"), start=start, end=end
+    )
+    return api_ok(rows)
+
+
 async def consumption_stats(request: web.Request) -> web.Response:
     """``GET /api/quotas/consumption/stats/{model}``."""
     model = request.match_info["model"]
@@ -214,5 +223,6 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/api/quotas/user", user_pool)
     app.router.add_get("/api/quotas/shared-pool", shared_pool)
     app.router.add_get("/api/quotas/consumption", consumption)
+    app.router.add_get("/api/quotas/consumption/daily", consumption_daily)
     app.router.add_get("/api/quotas/consumption/stats/{model}", consumption_stats)
     app.router.add_get("/api/quotas/low", low_quotas)

@@ -1,14 +1,12 @@
 // Usage: requests and tokens per day and per model, the usage log page by page, and the
 // shared pool's balance and recovery.
 
-import { api, data } from "./api.js";
+import { data } from "./api.js";
 import { stackedBars } from "./chart.js";
 import { badge, busy, button, clear, errorBox, field, fmt, h, options, quotaMeter } from "./dom.js";
 
 export const title = "Usage";
 
-// What one read of the log may hold (the API's limit); the chart is drawn from one read.
-const CHART_LIMIT = 1000;
 const PAGE_SIZES = [25, 50, 100];
 
 function isoDay(date) {
@@ -63,7 +61,8 @@ export async function render(root, ctx) {
   const perModel = h("div", {});
   const log = usageLog(keyNames);
   const pool = h("div", {});
-  let rows = [];
+  // The range's requests summed per UTC day and model (GET /api/quotas/consumption/daily).
+  let days = [];
   let range = { start: weekAgo, end: today };
 
   function query() {
@@ -77,13 +76,13 @@ export async function render(root, ctx) {
 
   function drawChart() {
     clear(chartBox);
-    const days = daysBetween(range.start, range.end);
+    const axis = daysBetween(range.start, range.end);
     const byModel = new Map();
-    for (const row of rows) {
-      const index = days.indexOf(row.consumed_at.slice(0, 10));
+    for (const day of days) {
+      const index = axis.indexOf(day.day);
       if (index < 0) continue;
-      if (!byModel.has(row.model_name)) byModel.set(row.model_name, days.map(() => 0));
-      byModel.get(row.model_name)[index] += metric.value() === "tokens" ? row.total_tokens : 1;
+      if (!byModel.has(day.model_name)) byModel.set(day.model_name, axis.map(() => 0));
+      byModel.get(day.model_name)[index] += metric.value() === "tokens" ? day.total_tokens : day.requests;
     }
     const series = [...byModel].map(([name, values]) => ({ name, values })).sort((a, b) => a.name.localeCompare(b.name));
     if (!series.length) {
@@ -91,18 +90,18 @@ export async function render(root, ctx) {
       return;
     }
     const unit = metric.value() === "tokens" ? "tokens" : "requests";
-    chartBox.append(stackedBars({ days, series, unit, caption: `${unit === "tokens" ? "Tokens" : "Requests"} per day and model, ${range.start} to ${range.end} (UTC)` }));
+    chartBox.append(stackedBars({ days: axis, series, unit, caption: `${unit === "tokens" ? "Tokens" : "Requests"} per day and model, ${range.start} to ${range.end} (UTC)` }));
   }
 
   function drawSummary() {
-    const total = rows.length;
-    const tokens = rows.reduce((sum, row) => sum + row.total_tokens, 0);
-    const errors = rows.filter((row) => row.status !== "ok").length;
-    const latency = total ? Math.round(rows.reduce((sum, row) => sum + row.latency_ms, 0) / total) : null;
+    const sum = (name) => days.reduce((total, day) => total + day[name], 0);
+    const total = sum("requests");
+    const errors = sum("errors");
+    const latency = total ? Math.round(sum("latency_ms_total") / total) : null;
     const tile = (label, value, note) => h("div", { class: "tile" }, h("span", { class: "tile-label" }, label), h("strong", { class: "tile-value" }, value), note ? h("small", { class: "muted" }, note) : null);
     summary.replaceChildren(
-      tile("Requests", fmt.int(total), total >= CHART_LIMIT ? "the latest 1000 of the range" : null),
-      tile("Tokens", fmt.compact(tokens)),
+      tile("Requests", fmt.int(total)),
+      tile("Tokens", fmt.compact(sum("total_tokens"))),
       tile("Not ok", fmt.int(errors), total ? fmt.pct(errors / total) : null),
       tile("Mean latency", latency === null ? "—" : `${fmt.int(latency)} ms`),
     );
@@ -110,18 +109,16 @@ export async function render(root, ctx) {
 
   function drawPerModel() {
     const models = new Map();
-    for (const row of rows) {
-      const entry = models.get(row.model_name) || { requests: 0, prompt: 0, completion: 0, reasoning: 0, total: 0, quota: 0, settled: 0 };
-      entry.requests += 1;
-      entry.prompt += row.prompt_tokens;
-      entry.completion += row.completion_tokens;
-      entry.reasoning += row.reasoning_tokens;
-      entry.total += row.total_tokens;
-      if (row.quota_consumed !== null) {
-        entry.quota += row.quota_consumed;
-        entry.settled += 1;
-      }
-      models.set(row.model_name, entry);
+    for (const day of days) {
+      const entry = models.get(day.model_name) || { requests: 0, prompt: 0, completion: 0, reasoning: 0, total: 0, quota: 0, settled: 0 };
+      entry.requests += day.requests;
+      entry.prompt += day.prompt_tokens;
+      entry.completion += day.completion_tokens;
+      entry.reasoning += day.reasoning_tokens;
+      entry.total += day.total_tokens;
+      entry.quota += day.quota_consumed;
+      entry.settled += day.settled_requests;
+      models.set(day.model_name, entry);
     }
     clear(perModel);
     if (!models.size) return;
@@ -169,12 +166,8 @@ export async function render(root, ctx) {
     const wanted = query();
     // Every part answers the same filter: read them all, then draw them together, so
     // the page never shows tiles of one range beside a log of another.
-    const [answer, drawLog, drawPool] = await Promise.all([
-      api("GET", "quotas/consumption", { query: { ...wanted, limit: CHART_LIMIT } }),
-      log.load(wanted),
-      readPool(),
-    ]);
-    rows = answer.data;
+    const [summed, drawLog, drawPool] = await Promise.all([data("GET", "quotas/consumption/daily", { query: wanted }), log.load(wanted), readPool()]);
+    days = summed;
     range = { start: wanted.start_date || weekAgo, end: wanted.end_date || today };
     drawSummary();
     drawChart();
