@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
-from antigv.backends.antigravity.models import THINKING_FAMILIES
+from antigv.backends.google.models import THINKING_FAMILIES
 from antigv.store.crypto import TokenCipherError, parse_key
 
 ENV_CONFIG_PATH = "ANTIGV_CONFIG"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from antigv.backends.antigravity.models import is_chat_model
+from antigv.backends.google.models import is_chat_model
 from antigv.config import QuotasConfig
 from antigv.store.quotas import StoredWindow
 

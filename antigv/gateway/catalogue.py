@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from antigv.backends.antigravity.models import is_chat_model
+from antigv.backends.google.models import is_chat_model
 from antigv.core.errors import ModelRetired
 from antigv.core.models import ModelInfo
 

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from antigv.backends.antigravity.models import PLACEHOLDER_ARGUMENT
 from antigv.backends.antigravity.notices import reject_notices, retirement_replacement
 from antigv.backends.google.frames import FrameDecoder
+from antigv.backends.google.models import PLACEHOLDER_ARGUMENT
 from antigv.config import ModelsConfig, build_config
 from antigv.core.errors import GatewayError, ModelRetired
 from antigv.core.events import TextDelta, ToolCallDelta

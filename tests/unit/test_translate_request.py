@@ -11,15 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from antigv.backends.antigravity import models
-from antigv.backends.antigravity.envelope import (
-    SKIP_THOUGHT_SIGNATURE,
-    UpstreamRequest,
-    build_upstream_request,
-    new_request_id,
-    replayed_tool_call_ids,
-)
+from antigv.backends.antigravity.envelope import build_upstream_request, new_request_id
 from antigv.backends.base import ToolCallSignature
+from antigv.backends.google import models
+from antigv.backends.google.generation import SKIP_THOUGHT_SIGNATURE, UpstreamRequest, replayed_tool_call_ids
 from antigv.config import DefaultsConfig
 from antigv.core.errors import InvalidRequest
 from antigv.core.models import ModelInfo

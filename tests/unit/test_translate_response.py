@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from antigv.backends.antigravity.models import PLACEHOLDER_ARGUMENT
 from antigv.backends.antigravity.notices import reject_notices
 from antigv.backends.google.frames import MAX_TOKEN_COUNT, FrameDecoder
+from antigv.backends.google.models import PLACEHOLDER_ARGUMENT
 from antigv.backends.google.sse import SSEParser
 from antigv.core.errors import MalformedUpstreamReply, RateLimited, UpstreamError
 from antigv.core.events import (

@@ -10,19 +10,15 @@ from typing import Any
 import orjson
 import structlog
 
-from antigv.backends.antigravity import models
 from antigv.backends.antigravity.client import UpstreamClient
-from antigv.backends.antigravity.envelope import (
-    UpstreamRequest,
-    build_upstream_request,
-    new_request_id,
-    replayed_tool_call_ids,
-)
+from antigv.backends.antigravity.envelope import build_upstream_request, new_request_id
 from antigv.backends.antigravity.notices import reject_notices
 from antigv.backends.antigravity.oauth import discover_project
 from antigv.backends.antigravity.tokens import AccountRevoked, RefreshFailed, TokenManager
 from antigv.backends.base import Account, Prepared, ToolCallSignature
+from antigv.backends.google import models
 from antigv.backends.google.frames import FrameDecoder
+from antigv.backends.google.generation import UpstreamRequest, replayed_tool_call_ids
 from antigv.backends.google.reply import GoogleReply
 from antigv.config import Config
 from antigv.core.conversation import ChatRequest

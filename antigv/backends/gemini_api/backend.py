@@ -7,20 +7,15 @@ Cloud Code's envelope; replies decode with the same frame decoder."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import orjson
 
-from antigv.backends.antigravity import models as families
-from antigv.backends.antigravity.envelope import (
-    UpstreamRequest,
-    build_upstream_request,
-    replayed_tool_call_ids,
-)
 from antigv.backends.base import Account, Prepared, ToolCallSignature
 from antigv.backends.gemini_api.client import GeminiApiClient
 from antigv.backends.gemini_api.models import parse_models
+from antigv.backends.google import models as families
 from antigv.backends.google.frames import FrameDecoder
+from antigv.backends.google.generation import UpstreamRequest, build_generate_request, replayed_tool_call_ids
 from antigv.backends.google.reply import GoogleReply
 from antigv.config import Config
 from antigv.core.conversation import ChatRequest
@@ -30,18 +25,8 @@ from antigv.core.models import ModelInfo
 from antigv.store.crypto import SealedTokenError, TokenCipher
 
 KIND = "gemini_api"
-# Cloud Code's fields of the inner request that the public API does not take.
-_ENVELOPE_ONLY = ("sessionId",)
-
-
-def gemini_request(envelope: UpstreamRequest) -> dict[str, Any]:
-    """The ``GenerateContentRequest`` inside an Antigravity envelope, as the public API takes it."""
-    request = {key: value for key, value in envelope.body["request"].items() if key not in _ENVELOPE_ONLY}
-    calling = request.get("toolConfig", {}).get("functionCallingConfig")
-    if calling is not None and calling.get("mode") == "VALIDATED":
-        # Cloud Code's default mode; the public API's documented one is AUTO.
-        request["toolConfig"] = {"functionCallingConfig": {**calling, "mode": "AUTO"}}
-    return request
+# The public API's documented mode for tool_choice "auto" (Cloud Code's is VALIDATED).
+_AUTO_CALLING_MODE = "AUTO"
 
 
 class GeminiApiBackend:
@@ -62,16 +47,15 @@ class GeminiApiBackend:
     def prepare(
         self, request: ChatRequest, signatures: Mapping[str, ToolCallSignature], model: ModelInfo | None
     ) -> Prepared:
-        envelope = build_upstream_request(
+        generated = build_generate_request(
             request,
-            project=None,
             defaults=self._defaults,
-            request_id="",
+            auto_calling_mode=_AUTO_CALLING_MODE,
             signatures=signatures,
             model_info=model,
             thinking_rules=self._thinking_rules,
         )
-        return Prepared(envelope.model, envelope.session_key, envelope)
+        return Prepared(generated.model, generated.session_key, generated)
 
     def _key(self, account: Account) -> str:
         try:
@@ -80,24 +64,23 @@ class GeminiApiBackend:
             raise CredentialsFailed(str(exc)) from exc
 
     async def open(self, account: Account, prepared: Prepared) -> GoogleReply:
-        envelope: UpstreamRequest = prepared.payload
-        body = orjson.dumps(gemini_request(envelope))
-        stream = await self._client.open_stream(self._key(account), envelope.model, body)
+        generated: UpstreamRequest = prepared.payload
+        body = orjson.dumps(generated.body)
+        stream = await self._client.open_stream(self._key(account), generated.model, body)
         decoder = FrameDecoder(
-            envelope.tool_names,
-            envelope.placeholder_tools,
+            generated.tool_names,
+            generated.placeholder_tools,
             families.PLACEHOLDER_ARGUMENT,
-            tool_call_id_prefix=envelope.tool_call_id_prefix,
+            tool_call_id_prefix=generated.tool_call_id_prefix,
         )
         return GoogleReply(stream, decoder)
 
     async def count_tokens(self, account: Account, prepared: Prepared) -> int:
-        envelope: UpstreamRequest = prepared.payload
-        request = gemini_request(envelope)
+        generated: UpstreamRequest = prepared.payload
         answer = await self._client.count_tokens(
             self._key(account),
-            envelope.model,
-            {"generateContentRequest": {"model": f"models/{envelope.model}", **request}},
+            generated.model,
+            {"generateContentRequest": {"model": f"models/{generated.model}", **generated.body}},
         )
         total = answer.get("totalTokens")
         if isinstance(total, bool) or not isinstance(total, int):
