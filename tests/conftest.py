@@ -26,6 +26,7 @@ from antigv.app import create_app
 from antigv.config import Config, build_config
 from antigv.ops.embedded_pg import Cluster
 from antigv.store.db import migrate
+from tests.gemini_double import GeminiApiDouble
 from tests.upstream_double import UpstreamDouble
 
 pytest_plugins = ["tests.hang_guard"]
@@ -198,3 +199,12 @@ async def double() -> AsyncIterator[UpstreamDouble]:
     await google.start()
     yield google
     await google.stop()
+
+
+@pytest.fixture
+async def gemini() -> AsyncIterator[GeminiApiDouble]:
+    """The Gemini API's double (issue 15), for the gateway of a test that adds keys."""
+    double = GeminiApiDouble()
+    await double.start()
+    yield double
+    await double.stop()

@@ -2171,6 +2171,16 @@ class UpstreamDouble:
         ctx = build_context(rec.rpc, account, body, ctx_ua)
         if retired:  # answered with the retirement text (see _choose_reply)
             return ctx
+        input_limit = (self.models.get(model) or {}).get("maxTokens")
+        if isinstance(input_limit, int) and ctx.prompt_tokens > input_limit:
+            # Longer than the model takes: Claude says so in Anthropic's words (PROTOCOL §8.2),
+            # Gemini in Vertex's.
+            if ctx.family == "claude":
+                raise _anthropic(f"prompt is too long: {ctx.prompt_tokens} tokens > {input_limit} maximum")
+            raise _bad(
+                f"The input token count ({ctx.prompt_tokens}) exceeds the maximum number of tokens "
+                f"allowed ({input_limit})."
+            )
         if ctx.family == "claude":
             validate_claude(ctx, self.signatures, self.strict_signatures)
         else:

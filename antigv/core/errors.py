@@ -36,6 +36,22 @@ class InvalidRequest(GatewayError):
     default_code = "invalid_request"
 
 
+class ContextTooLong(InvalidRequest):
+    """The conversation holds more input tokens than the model takes. Clients match this
+    (OpenAI's ``context_length_exceeded``, Anthropic's "prompt is too long") to trim or
+    compact and try again, so each surface words it as its own API does."""
+
+    default_code = "context_length_exceeded"
+
+    def __init__(self, *, prompt_tokens: int, limit: int) -> None:
+        super().__init__(
+            f"the conversation has {prompt_tokens} input tokens, more than the model's {limit}",
+            param="messages",
+        )
+        self.prompt_tokens = prompt_tokens
+        self.limit = limit
+
+
 class NotFound(GatewayError):
     default_code = "not_found"
 

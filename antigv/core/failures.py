@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from antigv.core.errors import (
+    ContextTooLong,
     GatewayError,
     InvalidRequest,
     NotFound,
@@ -41,6 +42,14 @@ class FailureKind(enum.Enum):
     TIMEOUT = "timeout"
 
 
+@dataclass(frozen=True, slots=True)
+class ContextOverflow:
+    """An INVALID_REQUEST that says the input is longer than the model takes, and by how much."""
+
+    prompt_tokens: int
+    limit: int
+
+
 @dataclass(eq=False)
 class UpstreamFailure(Exception):
     """One failed upstream attempt. ``message`` is the upstream's text, for logs, not clients."""
@@ -53,6 +62,7 @@ class UpstreamFailure(Exception):
     reset_at: datetime | None = None
     # VALIDATION_REQUIRED: where the account's owner re-verifies it in a browser (PROTOCOL §13.9).
     validation_url: str | None = None
+    context_overflow: ContextOverflow | None = None
 
     def __str__(self) -> str:
         return f"{self.kind.name} (HTTP {self.status}): {self.message}"
@@ -82,6 +92,9 @@ def client_error(failure: UpstreamFailure) -> GatewayError:
     messages could name an account, a project or a shared user's quota."""
     kind = failure.kind
     if kind is FailureKind.INVALID_REQUEST:
+        overflow = failure.context_overflow
+        if overflow is not None:
+            return ContextTooLong(prompt_tokens=overflow.prompt_tokens, limit=overflow.limit)
         return InvalidRequest(failure.message, code="upstream_invalid_request")
     if kind is FailureKind.NOT_FOUND:
         return NotFound("The model does not exist or is not available upstream", code="model_not_found")

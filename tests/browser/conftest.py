@@ -26,7 +26,6 @@ from antigv.app import create_app
 from antigv.backends.antigravity import oauth as oauth_module
 from tests.conftest import double_config
 from tests.e2e.conftest import E2E, Gateway
-from tests.gemini_double import GeminiApiDouble
 from tests.upstream_double import UpstreamDouble
 
 CHROMIUM = os.environ.get("ANTIGV_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -203,12 +202,3 @@ async def site(aiohttp_server: Any, db_dsn: str, double: UpstreamDouble) -> Asyn
         await harness.assert_nothing_in_flight()
     finally:
         await harness.close()
-
-
-@pytest.fixture
-async def gemini() -> AsyncIterator[GeminiApiDouble]:
-    """The Gemini API's double (issue 15), for the gateway of a test that adds keys."""
-    double = GeminiApiDouble()
-    await double.start()
-    yield double
-    await double.stop()

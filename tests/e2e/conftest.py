@@ -26,6 +26,7 @@ from antigv.app import create_app
 from antigv.appkeys import DB, GATEWAY
 from antigv.gateway.clock import Clock
 from tests.conftest import create_user, make_config
+from tests.gemini_double import GeminiApiDouble
 from tests.upstream_double import Account as UpstreamAccount
 from tests.upstream_double import UpstreamDouble
 
@@ -267,3 +268,10 @@ async def e2e(aiohttp_server: Any, db_dsn: str, double: UpstreamDouble) -> Async
         await harness.assert_nothing_in_flight()
     finally:
         await harness.close()
+
+
+@pytest.fixture
+async def keyed(e2e: E2E, gemini: GeminiApiDouble) -> E2E:
+    """The e2e harness with a gateway whose Gemini API is the double."""
+    e2e.gw = await e2e.new_gateway(gemini_api={"base_url": gemini.base_url})
+    return e2e

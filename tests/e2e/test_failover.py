@@ -363,7 +363,7 @@ async def test_invalid_argument_is_the_clients_400_without_failover(
         e2e.double.fail("invalid_argument", times=1)
         message = "Request contains an invalid argument."
     else:
-        message = "prompt is too long: 210000 tokens > 200000 maximum"
+        message = "messages: text content blocks must be non-empty"
         e2e.double.fail(400, times=1, body=anthropic_error_body(message))
 
     with pytest.raises(openai.BadRequestError) as caught:

@@ -6,7 +6,6 @@ an invalid key disabled. The Gemini API is played by tests/gemini_double.py."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
@@ -23,21 +22,6 @@ MODEL = "gemini-2.5-flash"
 
 def user(text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
-
-
-@pytest.fixture
-async def gemini() -> AsyncIterator[GeminiApiDouble]:
-    double = GeminiApiDouble()
-    await double.start()
-    yield double
-    await double.stop()
-
-
-@pytest.fixture
-async def keyed(e2e: E2E, gemini: GeminiApiDouble) -> E2E:
-    """The e2e harness with a gateway whose Gemini API is the double."""
-    e2e.gw = await e2e.new_gateway(gemini_api={"base_url": gemini.base_url})
-    return e2e
 
 
 async def add_key(
@@ -100,6 +84,8 @@ async def test_chat_through_a_key_with_tools_and_usage(keyed: E2E, gemini: Gemin
     tool_messages = user("[[tool]] weather in Paris?")
     first = await client.chat.completions.create(model=MODEL, messages=tool_messages, tools=[WEATHER_TOOL])
     call = first.choices[0].message.tool_calls[0]
+    # The public API's documented mode for "auto", not Cloud Code's VALIDATED.
+    assert gemini.last_chat().body["toolConfig"] == {"functionCallingConfig": {"mode": "AUTO"}}
     follow = [
         *tool_messages,
         {"role": "assistant", "content": None, "tool_calls": [call.model_dump(exclude_none=True)]},

@@ -11,10 +11,12 @@ from hypothesis import strategies as st
 from antigv.backends.google.failures import (
     MIN_THROTTLE_DELAY,
     classify_error,
+    context_overflow,
     parse_go_duration,
 )
 from antigv.config import FailoverConfig
 from antigv.core.errors import (
+    ContextTooLong,
     InvalidRequest,
     NotFound,
     RateLimited,
@@ -22,9 +24,10 @@ from antigv.core.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from antigv.core.failures import FailureKind, UpstreamFailure, client_error
+from antigv.core.failures import ContextOverflow, FailureKind, UpstreamFailure, client_error
 from antigv.gateway.failover import Attempts, Next, decide
-from antigv.protocols.openai.errors import error_status
+from antigv.protocols.anthropic.errors import anthropic_error
+from antigv.protocols.openai.errors import error_status, openai_error
 
 NOW = datetime(2025, 11, 30, 1, 38, 22, tzinfo=UTC)
 ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
@@ -214,13 +217,63 @@ def test_claude_error_embedded_as_json_string() -> None:
     assert failure.kind is FailureKind.INVALID_REQUEST
     assert failure.message == "prompt is too long: 212000 tokens > 200000 maximum"
     assert not is_retryable_elsewhere(failure)
+    assert failure.context_overflow == ContextOverflow(prompt_tokens=212000, limit=200000)
     error = client_error(failure)
-    assert isinstance(error, InvalidRequest)
-    assert (error_status(error), error.code, error.message) == (
+    assert isinstance(error, ContextTooLong)
+    assert (error_status(error), error.code, error.prompt_tokens, error.limit) == (
         400,
-        "upstream_invalid_request",
-        failure.message,
+        "context_length_exceeded",
+        212000,
+        200000,
     )
+    # Both surfaces word it as their own API does, for the clients that act on it.
+    assert openai_error(error)[1]["error"]["message"] == (
+        "This model's maximum context length is 200000 tokens. However, your messages resulted in "
+        "212000 tokens. Please reduce the length of the messages."
+    )
+    assert anthropic_error(error)[1]["error"] == {
+        "type": "invalid_request_error",
+        "message": "prompt is too long: 212000 tokens > 200000 maximum",
+    }
+
+
+def test_another_request_error_is_relayed_as_the_upstream_words_it() -> None:
+    failure = classify(400, google_error(400, "INVALID_ARGUMENT", 'Unknown name "foo": Cannot find field.'))
+    assert failure.context_overflow is None
+    error = client_error(failure)
+    assert (type(error), error.code, error.message) == (
+        InvalidRequest,
+        "upstream_invalid_request",
+        'Unknown name "foo": Cannot find field.',
+    )
+
+
+@given(
+    tokens=st.integers(min_value=0, max_value=10**12),
+    limit=st.integers(min_value=0, max_value=10**12),
+    before=st.text(max_size=40),
+    after=st.text(max_size=40),
+)
+def test_an_input_overflow_is_read_from_either_wording(
+    tokens: int, limit: int, before: str, after: str
+) -> None:
+    for message in (
+        f"{before}The input token count ({tokens}) exceeds the maximum number of tokens allowed ({limit}).{after}",
+        f"{before}prompt is too long: {tokens} tokens > {limit} maximum{after}",
+    ):
+        assert context_overflow(message) == ContextOverflow(prompt_tokens=tokens, limit=limit)
+
+
+@given(st.text(max_size=200))
+def test_no_overflow_is_read_from_other_words(message: str) -> None:
+    if "token" not in message.lower():
+        assert context_overflow(message) is None
+
+
+def test_an_overflow_counts_only_as_a_request_error() -> None:
+    # Words that quote an overflow in a 5xx (a prompt echoed back) change nothing about it.
+    failure = classify(500, google_error(500, "INTERNAL", "prompt is too long: 5 tokens > 1 maximum"))
+    assert failure.kind is FailureKind.SERVER_ERROR and failure.context_overflow is None
 
 
 def test_message_that_only_looks_like_json_is_kept() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from antigv.core.failures import FailureKind, UpstreamFailure
+from antigv.core.failures import ContextOverflow, FailureKind, UpstreamFailure
 
 THROTTLE_KINDS = frozenset(
     {
@@ -120,7 +120,28 @@ def classify_error(
     if reset_at is None and retry_after is not None:
         reset_at = now + timedelta(seconds=retry_after)
     validation_url = _validation_url(details) if kind is FailureKind.VALIDATION_REQUIRED else None
-    return UpstreamFailure(kind, status, message, reason, retry_after, reset_at, validation_url)
+    overflow = context_overflow(message) if kind is FailureKind.INVALID_REQUEST else None
+    return UpstreamFailure(
+        kind, status, message, reason, retry_after, reset_at, validation_url, context_overflow=overflow
+    )
+
+
+# A request longer than the model takes, as Google (Gemini API and Vertex: "The input token
+# count (N) exceeds the maximum number of tokens allowed (M).") and Anthropic through Vertex
+# ("prompt is too long: N tokens > M maximum", PROTOCOL §8.2) word it.
+_CONTEXT_OVERFLOWS = (
+    re.compile(r"input token count \((\d+)\) exceeds the maximum number of tokens allowed \((\d+)\)", re.I),
+    re.compile(r"prompt is too long: (\d+) tokens > (\d+) maximum", re.I),
+)
+
+
+def context_overflow(message: str) -> ContextOverflow | None:
+    """How far a rejected request's input went past the model's limit, if that is what it says."""
+    for pattern in _CONTEXT_OVERFLOWS:
+        found = pattern.search(message)
+        if found is not None:
+            return ContextOverflow(prompt_tokens=int(found.group(1)), limit=int(found.group(2)))
+    return None
 
 
 def error_details(error: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from antigv.core.errors import (
+    ContextTooLong,
     Forbidden,
     GatewayError,
     InvalidRequest,
@@ -40,8 +41,15 @@ def _type(error: GatewayError) -> str:
     return "invalid_request_error" if error_status(error) < 500 else "api_error"
 
 
+def _message(error: GatewayError) -> str:
+    if isinstance(error, ContextTooLong):
+        # Anthropic's own wording: Claude Code reads it as "compact the conversation".
+        return f"prompt is too long: {error.prompt_tokens} tokens > {error.limit} maximum"
+    return error.message
+
+
 def error_body(error: GatewayError) -> dict[str, Any]:
-    return {"type": "error", "error": {"type": _type(error), "message": error.message}}
+    return {"type": "error", "error": {"type": _type(error), "message": _message(error)}}
 
 
 def anthropic_error(error: GatewayError) -> tuple[int, dict[str, Any]]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from antigv.core.errors import (
     Conflict,
+    ContextTooLong,
     Forbidden,
     GatewayError,
     InternalError,
@@ -57,10 +58,20 @@ def error_status(error: GatewayError) -> int:
     return _shape(error)[0]
 
 
+def _message(error: GatewayError) -> str:
+    if isinstance(error, ContextTooLong):
+        # OpenAI's own wording: clients (litellm's ContextWindowExceededError among them) match it.
+        return (
+            f"This model's maximum context length is {error.limit} tokens. However, your messages "
+            f"resulted in {error.prompt_tokens} tokens. Please reduce the length of the messages."
+        )
+    return error.message
+
+
 def error_body(error: GatewayError) -> dict[str, Any]:
     return {
         "error": {
-            "message": error.message,
+            "message": _message(error),
             "type": _shape(error)[1],
             "code": error.code,
             "param": error.param,
