@@ -61,13 +61,13 @@ from antigv.ops.embedded_pg import default_cluster
 from antigv.ops.lifecycle import Lifecycle
 from antigv.ops.metrics import setup as setup_metrics
 from antigv.ops.tasks import Task, TaskLoop, task_loop
-from antigv.protocols import streaming, ui
+from antigv.protocols import model_listing, streaming, ui
 from antigv.protocols.admin import accounts, envelope, gemini_keys, keys, oauth, quotas, users
 from antigv.protocols.admin.gemini_keys import learn_key_models
 from antigv.protocols.anthropic import messages
 from antigv.protocols.auth import KeyCache, auth_middleware
 from antigv.protocols.middleware import request_middleware
-from antigv.protocols.openai import chat, models
+from antigv.protocols.openai import chat
 from antigv.protocols.openai.errors import openai_error
 from antigv.protocols.surfaces import Surfaces
 from antigv.store.accounts import AccountRepository
@@ -251,7 +251,7 @@ def create_app(config: Config, *, clock: Clock = SYSTEM_CLOCK) -> web.Applicatio
     chat.setup(app)
     messages.setup(app)
     quotas.setup(app)
-    models.setup(app)
+    model_listing.setup(app)
     ui.setup(app)
     if not config.security.token_encryption_key:
         log.warning("tokens_stored_in_clear", hint="set security.token_encryption_key")

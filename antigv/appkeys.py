@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from antigv.ops.metrics import Metrics
     from antigv.ops.tasks import TaskLoop
     from antigv.protocols.auth import KeyCache
-    from antigv.protocols.openai.models import ModelListCache
+    from antigv.protocols.model_listing import ModelListCache
     from antigv.protocols.streaming import ShutdownCut
     from antigv.protocols.surfaces import Surfaces
     from antigv.store.accounts import AccountRepository

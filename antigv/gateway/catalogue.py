@@ -39,14 +39,19 @@ def parse_models(data: Mapping[str, Any]) -> dict[str, ModelInfo]:
         entry = entry if isinstance(entry, Mapping) else {}
         display = entry.get("displayName")
         thinking = entry.get("supportsThinking")
-        limit = entry.get("maxOutputTokens")
         offered[name] = ModelInfo(
             id=name,
             display_name=display if isinstance(display, str) and display else name,
             supports_thinking=thinking if isinstance(thinking, bool) else None,
-            max_output_tokens=limit if type(limit) is int and limit > 0 else None,
+            max_output_tokens=_token_limit(entry.get("maxOutputTokens")),
+            # The context window (PROTOCOL §13.4 maxTokens): shown, never enforced here.
+            max_input_tokens=_token_limit(entry.get("maxTokens")),
         )
     return offered
+
+
+def _token_limit(value: Any) -> int | None:
+    return value if type(value) is int and value > 0 else None
 
 
 def parse_deprecations(data: Mapping[str, Any]) -> dict[str, str]:

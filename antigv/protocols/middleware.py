@@ -70,9 +70,9 @@ def _as_api_error(request: web.Request, exc: Exception, request_id: str) -> Gate
 
 def error_response(request: web.Request, error: GatewayError, request_id: str) -> web.Response:
     surfaces = request.app[SURFACES]
-    status, body = surfaces.error_shape(request.path)(error)
+    status, body = surfaces.error_shape(request)(error)
     headers = {"X-Request-Id": request_id, **error.headers}
-    for name in surfaces.request_id_headers(request.path):
+    for name in surfaces.request_id_headers(request):
         headers[name] = request_id
     if error.retry_after is not None:
         # Rounding up: a client told to wait less than needed only earns another 429.
@@ -124,7 +124,7 @@ async def request_middleware(
             # API answers are the caller's own and change: no cache keeps one (the console's
             # assets say otherwise for themselves).
             response.headers.setdefault("Cache-Control", "no-store")
-            for name in request.app[SURFACES].request_id_headers(request.path):
+            for name in request.app[SURFACES].request_id_headers(request):
                 response.headers[name] = request_id
         duration = time.perf_counter() - started
         route = route_label(request)

@@ -176,7 +176,7 @@ async def stream_reply(
             "X-Request-Id": request[REQUEST_ID],
             **reply.rate_limit_headers,
             # The surface's own name for the request id (the middleware's, for a body).
-            **dict.fromkeys(app[SURFACES].request_id_headers(request.path), request[REQUEST_ID]),
+            **dict.fromkeys(app[SURFACES].request_id_headers(request), request[REQUEST_ID]),
         }
     )
     await response.prepare(request)

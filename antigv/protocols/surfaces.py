@@ -1,11 +1,14 @@
-"""Which client surface a path belongs to, so that its errors are told in that surface's
-shape: each surface claims its paths when it is set up; the middleware asks here."""
+"""Which client surface a request belongs to, so that its errors are told in that surface's
+shape: each surface claims its paths when it is set up (a path two surfaces serve, by a
+header only one's clients send); the middleware asks here."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from aiohttp import web
 
 from antigv.core.errors import GatewayError
 
@@ -19,6 +22,8 @@ class _Claim:
     shape: ErrorShape
     # Headers that carry the request id besides X-Request-Id, as the surface's clients read it.
     id_headers: tuple[str, ...]
+    # Only requests that carry this header, when set.
+    header: str | None = None
 
 
 class Surfaces:
@@ -26,17 +31,34 @@ class Surfaces:
         self._default = _Claim("", default, ())
         self._claims: list[_Claim] = []
 
-    def claim(self, prefix: str, shape: ErrorShape, *, request_id_header: str | None = None) -> None:
-        """Paths starting with ``prefix`` answer errors in ``shape`` (the longest claim wins)
-        and, with ``request_id_header``, name the request id in that header too."""
-        self._claims.append(_Claim(prefix, shape, (request_id_header,) if request_id_header else ()))
-        self._claims.sort(key=lambda claim: len(claim.prefix), reverse=True)
+    def claim(
+        self,
+        prefix: str,
+        shape: ErrorShape,
+        *,
+        request_id_header: str | None = None,
+        header: str | None = None,
+    ) -> None:
+        """Paths starting with ``prefix`` (only requests carrying ``header``, when given)
+        answer errors in ``shape`` and, with ``request_id_header``, name the request id in
+        that header too. The longest prefix wins, a header-bound claim before an open one."""
+        ids = (request_id_header,) if request_id_header else ()
+        self._claims.append(_Claim(prefix, shape, ids, header))
+        self._claims.sort(key=lambda claim: (len(claim.prefix), claim.header is not None), reverse=True)
 
-    def _owner(self, path: str) -> _Claim:
-        return next((claim for claim in self._claims if path.startswith(claim.prefix)), self._default)
+    def _owner(self, request: web.BaseRequest) -> _Claim:
+        path, headers = request.path, request.headers
+        return next(
+            (
+                claim
+                for claim in self._claims
+                if path.startswith(claim.prefix) and (claim.header is None or claim.header in headers)
+            ),
+            self._default,
+        )
 
-    def error_shape(self, path: str) -> ErrorShape:
-        return self._owner(path).shape
+    def error_shape(self, request: web.BaseRequest) -> ErrorShape:
+        return self._owner(request).shape
 
-    def request_id_headers(self, path: str) -> tuple[str, ...]:
-        return self._owner(path).id_headers
+    def request_id_headers(self, request: web.BaseRequest) -> tuple[str, ...]:
+        return self._owner(request).id_headers

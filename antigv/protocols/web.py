@@ -142,7 +142,11 @@ def optional_str(body: dict[str, Any], key: str, *, max_len: int = 200, default:
 
 
 def query_int(request: web.Request, key: str, *, default: int, minimum: int, maximum: int) -> int:
-    raw = request.query.get(key)
+    return parse_int(request.query.get(key), key, default=default, minimum=minimum, maximum=maximum)
+
+
+def parse_int(raw: str | None, key: str, *, default: int, minimum: int, maximum: int) -> int:
+    """A query parameter's integer within bounds; ``default`` when absent, else a 400 naming ``key``."""
     if raw is None or raw == "":
         return default
     if not _INT_RE.match(raw):

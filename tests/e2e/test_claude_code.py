@@ -222,3 +222,33 @@ async def test_the_default_model_is_answered(e2e: E2E, proxy: RecordingProxy, tm
         e2e
     )
     assert len(await e2e.usage_rows()) >= 1
+
+
+async def test_gateway_model_discovery_fills_the_model_picker(
+    e2e: E2E, proxy: RecordingProxy, tmp_path: Path
+) -> None:
+    """With ``CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY``, Claude Code reads ``/v1/models``
+    (Anthropic's shape, by its ``anthropic-version`` header) into its model picker's cache,
+    keeping the Claude ids with the names the upstream gives them."""
+    await e2e.add_account()
+    e2e.double.responder = lambda ctx: text_answer(ctx, "Listed.")
+    home = tmp_path / "home"
+
+    run = await run_claude(
+        "say hi",
+        base_url=proxy.base_url,
+        api_key=e2e.user["api_key"],
+        cwd=workdir(tmp_path),
+        home=home,
+        model=MODEL,
+        env={"CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY": "1"},
+    )
+
+    assert run.ok, explain(run, e2e, proxy)
+    listing = next(x for x in proxy.exchanges if x.path == "/v1/models")
+    assert listing.status == 200 and listing.headers.get("anthropic-version"), proxy.describe()
+    cached = json.loads((home / ".claude" / "cache" / "gateway-models.json").read_text())
+    names = {model["id"]: model.get("display_name") for model in cached["models"]}
+    assert names["claude-opus-4-6-thinking"] == "Claude Opus 4.6 (Thinking)", cached
+    assert names[MODEL] == "Claude Sonnet 4.6", cached
+    assert not any(name.startswith("gemini") for name in names)  # Claude Code keeps only Claude's

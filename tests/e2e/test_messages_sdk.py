@@ -613,3 +613,70 @@ async def test_admin_key_and_chat_completions_share_accounts(e2e: E2E) -> None:
     rows = await e2e.usage_rows(count=2)
     assert sorted(row["surface"] for row in rows) == ["chat_completions", "messages"]
     assert completion.choices[0].message.content == "Hello world!"
+
+
+# --- the model list, as Anthropic's clients read it ------------------------------------------
+
+
+async def test_models_list_in_anthropic_s_shape_pages_through_every_model(e2e: E2E) -> None:
+    await e2e.add_account()
+    openai_ids = [model.id async for model in e2e.client().models.list()]
+    anthropic_client = client(e2e)
+    # The SDK pages on by after_id: three a page, every model once, in the same order.
+    listed = [model async for model in anthropic_client.models.list(limit=3)]
+    assert [model.id for model in listed] == openai_ids and len(listed) > 3
+    opus = next(model for model in listed if model.id == CLAUDE)
+    assert opus.type == "model" and opus.display_name == "Claude Opus 4.6 (Thinking)"
+    assert opus.created_at.tzinfo is not None
+    assert opus.max_input_tokens == 200000 and opus.max_tokens == 64000
+    one = await anthropic_client.models.retrieve(GEMINI)
+    assert (one.id, one.display_name) == (GEMINI, "Gemini 3.1 Pro (High)")
+
+    first = await anthropic_client.models.list(limit=2)
+    assert first.has_more and first.first_id == openai_ids[0] and first.last_id == openai_ids[1]
+    back = await anthropic_client.models.list(before_id=openai_ids[3], limit=2)
+    assert [m.id for m in back.data] == openai_ids[1:3] and back.has_more
+    last = await anthropic_client.models.list(after_id=openai_ids[-2])
+    assert [m.id for m in last.data] == openai_ids[-1:] and not last.has_more
+
+
+@pytest.mark.parametrize(
+    ("query", "param"),
+    [
+        ({"limit": "0"}, "limit"),
+        ({"limit": "1001"}, "limit"),
+        ({"after_id": "no-such-model"}, "after_id"),
+        ({"after_id": GEMINI, "before_id": CLAUDE}, "before_id"),
+    ],
+)
+async def test_models_list_bad_paging_is_an_anthropic_400(
+    e2e: E2E, query: dict[str, str], param: str
+) -> None:
+    await e2e.add_account()
+    response = await e2e.gw.http.get(
+        "/v1/models",
+        params=query,
+        headers={"x-api-key": e2e.user["api_key"], "anthropic-version": "2023-06-01"},
+    )
+    assert response.status == 400 and response.headers["request-id"]
+    body = await response.json()
+    assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+    assert body["error"]["message"].startswith(param)
+
+
+async def test_models_list_errors_in_anthropic_s_shape_and_openai_s_for_others(e2e: E2E) -> None:
+    with pytest.raises(anthropic.AuthenticationError) as caught:
+        await client(e2e, key="sk-wrong").models.list()
+    assert caught.value.body == {
+        "type": "error",
+        "error": {"type": "authentication_error", "message": "invalid API key"},
+    }
+    with pytest.raises(anthropic.PermissionDeniedError):  # no account yet
+        await client(e2e).models.list()
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        await e2e.add_account()
+        await client(e2e).models.retrieve("claude-nope-1")
+    assert missing.value.body["error"]["type"] == "not_found_error"
+    # The same path without Anthropic's header: OpenAI's shape.
+    plain = await e2e.gw.http.get("/v1/models", headers={"Authorization": "Bearer sk-wrong"})
+    assert plain.status == 401 and (await plain.json())["error"]["code"] == "invalid_api_key"
