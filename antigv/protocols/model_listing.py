@@ -23,6 +23,7 @@ from antigv.core.errors import Forbidden, NotFound, UpstreamError
 from antigv.core.failures import UpstreamFailure, client_error
 from antigv.core.models import ListedModel, ModelInfo
 from antigv.core.principal import Principal
+from antigv.gateway.service import ANTIGRAVITY
 from antigv.protocols.anthropic import models as anthropic_models
 from antigv.protocols.anthropic.errors import anthropic_error
 from antigv.protocols.anthropic.messages import REQUEST_ID_HEADER as ANTHROPIC_REQUEST_ID_HEADER
@@ -71,11 +72,15 @@ async def _fetch(app: web.Application, principal: Principal) -> list[ListedModel
             code="no_account",
         )
     catalogue = app[CATALOGUE]
-    # Own accounts first; the first one that answers refreshes the catalogue.
-    accounts.sort(key=lambda a: a["user_id"] != principal.user_id)
+    # Own accounts first; the first one that answers refreshes the catalogue. Only Google
+    # accounts are read here: a Gemini API key's list is read once it is added
+    # (protocols/admin/gemini_keys.py), and Google's OAuth knows nothing of a key.
+    readable = sorted(
+        (a for a in accounts if a["kind"] == ANTIGRAVITY), key=lambda a: a["user_id"] != principal.user_id
+    )
     last: UpstreamFailure | None = None
     answered = False
-    for account in accounts[:_READ_ATTEMPTS]:
+    for account in readable[:_READ_ATTEMPTS]:
         try:
             token = await app[TOKENS].access_token(account)
             data = await app[UPSTREAM].available_models(token, account["project_id"])

@@ -48,8 +48,11 @@ async def test_a_key_is_checked_stored_sealed_and_listed(keyed: E2E, gemini: Gem
     # The suite stores credentials in clear ("plain:"); with a token key they are sealed (test_storage).
     assert row["api_key"] == "plain:" + key and key not in row["email"]
     # Its models join the list, those that cannot chat (embeddings) do not.
+    keyed.double.clear_requests()
     models = {m.id for m in (await keyed.client().models.list()).data}
     assert MODEL in models and not any("embedding" in m for m in models)
+    # Listing asks nothing of Google's OAuth or Cloud Code for a key.
+    assert keyed.double.requests == []
     status, body = await add_key(keyed, key)
     assert status == 409
 
