@@ -35,6 +35,7 @@ from antigv.backends.antigravity.tokens import AccountRevoked, RefreshFailed, To
 from antigv.config import QuotasConfig
 from antigv.core.errors import GatewayError
 from antigv.core.failures import UpstreamFailure
+from antigv.gateway.service import ANTIGRAVITY
 from antigv.ops.tasks import cancel_and_wait
 from antigv.store.accounts import AccountRepository
 from antigv.store.crypto import TokenCipherError
@@ -120,7 +121,10 @@ class QuotaService:
 
     async def _read(self, account_id: int) -> Settlement | None:
         account = await self._quotas.account(account_id)
-        if account is None or account["status"] != 1:
+        # Only a Google account has quota fractions to read (PROTOCOL §13.4, §13.6). A Gemini
+        # API key has none, and no OAuth token: a refresh for it fails with invalid_grant,
+        # which would disable the key. Its usage is charged as it is written.
+        if account is None or account["status"] != 1 or account["kind"] != ANTIGRAVITY:
             return None
         read_at = datetime.now(UTC)
         try:
@@ -190,8 +194,11 @@ class QuotaService:
         self._spawn(self._delayed_read(account_id, delay), f"quota-read-{account_id}")
 
     def on_usage_batch(self, batch: Iterable[UsageRecord]) -> None:
-        """``UsageRecorder`` listener: schedule a read of every account in the batch."""
-        for account_id in {r.account_id for r in batch if r.account_id is not None}:
+        """``UsageRecorder`` listener: schedule a read of every account whose requests in the
+        batch a read must settle (not those charged as they were written)."""
+        for account_id in {
+            r.account_id for r in batch if r.account_id is not None and r.quota_consumed is None
+        }:
             self.schedule(account_id)
 
     async def _delayed_read(self, account_id: int, delay: float) -> None:

@@ -12,7 +12,7 @@ import anthropic
 import openai
 import pytest
 
-from antigv.appkeys import CATALOGUE
+from antigv.appkeys import CATALOGUE, QUOTAS
 from tests.conftest import bearer
 from tests.e2e.conftest import E2E, WEATHER_TOOL
 from tests.gemini_double import GeminiApiDouble
@@ -276,3 +276,22 @@ async def test_reasoning_and_images_through_a_key(keyed: E2E, gemini: GeminiApiD
     assert completion.choices[0].message.content == "Hello world!"
     parts = gemini.last_chat().contents[-1]["parts"]
     assert {"inlineData": {"mimeType": "image/png", "data": png}} in parts
+
+
+async def test_a_key_is_never_read_as_a_google_account(keyed: E2E, gemini: GeminiApiDouble) -> None:
+    """A key has no quota fractions and no OAuth token: the quota service leaves it alone
+    (a refresh for it would fail with invalid_grant and disable the key)."""
+    status, body = await add_key(keyed, gemini.add_key(tier="paid").key)
+    assert status == 200
+    account_id = body["data"]["account_id"]
+    completion = await keyed.client().chat.completions.create(model=MODEL, messages=user("hi"))
+    (row,) = await keyed.usage_rows(request_id=completion._request_id)
+    assert row["quota_consumed"] is not None  # charged as written: no read is due
+    keyed.double.clear_requests()
+    assert await keyed.gw.app[QUOTAS].read(account_id) is None
+    assert keyed.double.requests == []
+    (account,) = await keyed.sql("SELECT status, disabled_reason FROM accounts")
+    assert account == {"status": 1, "disabled_reason": None}
+    # And it still serves.
+    again = await keyed.client().chat.completions.create(model=MODEL, messages=user("hi"))
+    assert again.choices[0].message.content == "Hello world!"
