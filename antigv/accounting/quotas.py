@@ -41,6 +41,7 @@ from antigv.store.accounts import AccountRepository
 from antigv.store.crypto import TokenCipherError
 from antigv.store.db import Database
 from antigv.store.quotas import QuotaAccount, QuotaRepository
+from antigv.store.singleflight import SingleFlight
 from antigv.store.usage import UsageRecord
 
 log = structlog.get_logger(__name__)
@@ -80,7 +81,7 @@ class QuotaService:
         self._groups = groups
         self.min_delay = min_delay
         self.interval = interval
-        self._reading: dict[int, asyncio.Future[Settlement | None]] = {}
+        self._reads: SingleFlight[int, Settlement | None] = SingleFlight()
         self._waiting: set[int] = set()
         self._last_started: dict[int, float] = {}
         self._failed_until: dict[int, float] = {}
@@ -103,21 +104,7 @@ class QuotaService:
         Returns None when the account is gone or disabled, or the read failed
         (logged; nothing changes).
         """
-        running = self._reading.get(account_id)
-        if running is not None:
-            return await asyncio.shield(running)
-        future: asyncio.Future[Settlement | None] = asyncio.get_running_loop().create_future()
-        self._reading[account_id] = future
-        try:
-            result = await self._read(account_id)
-            future.set_result(result)
-            return result
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()
-            raise
-        finally:
-            del self._reading[account_id]
+        return await self._reads.run(account_id, lambda: self._read(account_id))
 
     async def _read(self, account_id: int) -> Settlement | None:
         account = await self._quotas.account(account_id)
