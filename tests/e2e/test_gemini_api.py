@@ -12,7 +12,7 @@ import anthropic
 import openai
 import pytest
 
-from antigv.appkeys import CATALOGUE, QUOTAS
+from antigv.appkeys import CATALOGUE, QUOTAS, TASKS
 from tests.conftest import bearer
 from tests.e2e.conftest import E2E, WEATHER_TOOL
 from tests.gemini_double import GeminiApiDouble
@@ -293,5 +293,36 @@ async def test_a_key_is_never_read_as_a_google_account(keyed: E2E, gemini: Gemin
     (account,) = await keyed.sql("SELECT status, disabled_reason FROM accounts")
     assert account == {"status": 1, "disabled_reason": None}
     # And it still serves.
+    again = await keyed.client().chat.completions.create(model=MODEL, messages=user("hi"))
+    assert again.choices[0].message.content == "Hello world!"
+
+
+async def test_every_background_task_leaves_a_key_alone(keyed: E2E, gemini: GeminiApiDouble) -> None:
+    """A mixed pool, after some use, through every background task: the key asks nothing of
+    Google's OAuth or Cloud Code, stays enabled and keeps serving."""
+    oauth = await keyed.add_account()
+    status, body = await add_key(keyed, gemini.add_key(tier="paid").key, is_shared=1)
+    assert status == 200
+    await keyed.client().chat.completions.create(model=MODEL, messages=user("hi"))
+    await keyed.usage_rows(1)
+    # Every stored read and token is old, so each task has work to do.
+    await keyed.sql(
+        "UPDATE accounts SET quota_fetched_at = now() - interval '1 day',"
+        " access_token_expires_at = now() - interval '1 minute'"
+    )
+    keyed.double.clear_requests()
+    tasks = keyed.gw.app[TASKS]
+    for name in sorted(tasks.tasks):
+        await tasks.run_once(name)
+    key_account = body["data"]["account_id"]
+    touched = {r.account for r in keyed.double.requests if r.account is not None}
+    assert touched <= {oauth.upstream.email}, touched
+    assert not [r for r in keyed.double.requests if r.path == "/token" and r.account != oauth.upstream.email]
+    rows = {
+        r["account_id"]: r
+        for r in await keyed.sql("SELECT account_id, status, disabled_reason FROM accounts")
+    }
+    assert rows[key_account]["status"] == 1 and rows[key_account]["disabled_reason"] is None
+    assert rows[oauth.account_id]["status"] == 1
     again = await keyed.client().chat.completions.create(model=MODEL, messages=user("hi"))
     assert again.choices[0].message.content == "Hello world!"
