@@ -287,6 +287,7 @@ async def test_a_key_is_never_read_as_a_google_account(keyed: E2E, gemini: Gemin
     completion = await keyed.client().chat.completions.create(model=MODEL, messages=user("hi"))
     (row,) = await keyed.usage_rows(request_id=completion._request_id)
     assert row["quota_consumed"] is not None  # charged as written: no read is due
+    assert keyed.gw.app[QUOTAS].pending_reads == 0
     keyed.double.clear_requests()
     assert await keyed.gw.app[QUOTAS].read(account_id) is None
     assert keyed.double.requests == []
