@@ -252,3 +252,44 @@ async def test_gateway_model_discovery_fills_the_model_picker(
     assert names["claude-opus-4-6-thinking"] == "Claude Opus 4.6 (Thinking)", cached
     assert names[MODEL] == "Claude Sonnet 4.6", cached
     assert not any(name.startswith("gemini") for name in names)  # Claude Code keeps only Claude's
+
+
+async def test_claude_code_on_a_gemini_api_key_reads_a_file(keyed: E2E, gemini: Any, tmp_path: Path) -> None:
+    """The whole Claude Code request (twenty-odd tools with full JSON schemas, system blocks,
+    thinking) goes to Google's public Gemini API through a key, and the tool loop completes."""
+    response = await keyed.gw.http.post(
+        "/api/accounts/gemini-key",
+        json={"api_key": gemini.add_key(tier="paid").key},
+        headers={"Authorization": f"Bearer {keyed.user['api_key']}"},
+    )
+    assert response.status == 200, await response.text()
+    cwd = workdir(tmp_path)
+    notes = cwd / "notes.txt"
+    notes.write_text(f"The secret word is {SECRET}.\n")
+
+    def responder(ctx: Any) -> Reply | None:
+        if responses_of(ctx.contents[-1]):
+            returned = json.dumps(function_responses(ctx.contents[-1:]))
+            return text_reply(("The file says: ", SECRET if SECRET in returned else "(nothing)"))
+        name = read_tool([get(d, "name") for d in ctx.functions])
+        if name is None:
+            return text_reply(("no Read tool",))
+        return tool_call_reply([{"name": name, "args": {"file_path": str(notes)}}], signed=ctx.thinking)
+
+    gemini.responder = responder
+    async with RecordingProxy(str(keyed.gw.server.make_url("/"))) as recorder:
+        run = await run_claude(
+            "Read notes.txt and tell me the secret word.",
+            base_url=recorder.base_url,
+            api_key=keyed.user["api_key"],
+            cwd=cwd,
+            model="gemini-2.5-flash",
+            args=["--allowedTools", "Read"],
+        )
+        assert run.ok, explain(run, keyed, recorder)
+    assert [u["name"] for u in run.tool_uses()] == ["Read"]
+    assert run.result_text == f"The file says: {SECRET}", explain(run, keyed, recorder)
+    chats = [r for r in gemini.requests if r.rpc == "streamGenerateContent" and r.status == 200]
+    assert len(chats) == 2
+    rows = await keyed.usage_rows(2)
+    assert {r["status"] for r in rows} == {"ok"} and {r["model_name"] for r in rows} == {"gemini-2.5-flash"}
