@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from antigv.backends.google.models import is_chat_model
+from antigv.backends.google.models import is_chat_model, token_limit
 from antigv.core.errors import ModelRetired
 from antigv.core.models import ModelInfo
 
@@ -43,15 +43,11 @@ def parse_models(data: Mapping[str, Any]) -> dict[str, ModelInfo]:
             id=name,
             display_name=display if isinstance(display, str) and display else name,
             supports_thinking=thinking if isinstance(thinking, bool) else None,
-            max_output_tokens=_token_limit(entry.get("maxOutputTokens")),
+            max_output_tokens=token_limit(entry.get("maxOutputTokens")),
             # The context window (PROTOCOL §13.4 maxTokens): shown, never enforced here.
-            max_input_tokens=_token_limit(entry.get("maxTokens")),
+            max_input_tokens=token_limit(entry.get("maxTokens")),
         )
     return offered
-
-
-def _token_limit(value: Any) -> int | None:
-    return value if type(value) is int and value > 0 else None
 
 
 def parse_deprecations(data: Mapping[str, Any]) -> dict[str, str]:

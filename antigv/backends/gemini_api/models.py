@@ -6,13 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from antigv.backends.google.models import token_limit
 from antigv.core.models import ModelInfo
 
 _PREFIX = "models/"
-
-
-def _limit(value: Any) -> int | None:
-    return value if type(value) is int and value > 0 else None
 
 
 def parse_models(entries: Iterable[Mapping[str, Any]]) -> dict[str, ModelInfo]:
@@ -31,7 +28,7 @@ def parse_models(entries: Iterable[Mapping[str, Any]]) -> dict[str, ModelInfo]:
             id=model_id,
             display_name=display if isinstance(display, str) and display else model_id,
             supports_thinking=thinking if isinstance(thinking, bool) else None,
-            max_output_tokens=_limit(entry.get("outputTokenLimit")),
-            max_input_tokens=_limit(entry.get("inputTokenLimit")),
+            max_output_tokens=token_limit(entry.get("outputTokenLimit")),
+            max_input_tokens=token_limit(entry.get("inputTokenLimit")),
         )
     return offered

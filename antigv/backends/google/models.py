@@ -106,6 +106,12 @@ def requires_thought_signature(name: str) -> bool:
     return model_family(name) == "gemini"
 
 
+def token_limit(value: Any) -> int | None:
+    """A token limit as Google's model listings give one (``maxTokens``, ``outputTokenLimit``,
+    ...): a positive integer, or None for anything else."""
+    return value if type(value) is int and value > 0 else None
+
+
 def is_chat_model(name: str) -> bool:
     """False for internal ids (``chat_*``, ``tab_*``) that clients must not see (PROTOCOL §3.3)."""
     return not name.startswith(_INTERNAL_PREFIXES)
