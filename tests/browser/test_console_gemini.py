@@ -13,7 +13,7 @@ import pytest
 
 from tests.browser.conftest import Tab
 from tests.browser.test_console import assert_key_kept_private, sign_in, ui_url
-from tests.e2e.conftest import E2E
+from tests.e2e.conftest import E2E, user
 from tests.gemini_double import GeminiApiDouble
 
 MODEL = "gemini-2.5-flash"
@@ -24,10 +24,6 @@ async def keyed(site: E2E, gemini: GeminiApiDouble) -> E2E:
     """The browser harness with a gateway whose Gemini API is the double."""
     site.gw = await site.new_gateway(gemini_api={"base_url": gemini.base_url})
     return site
-
-
-def user(text: str) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": text}]
 
 
 async def submit_key(tab: Tab, key: str, *, name: str = "", shared: bool = False) -> None:

@@ -34,6 +34,11 @@ GEMINI = "gemini-pro-agent"
 CLAUDE = "claude-opus-4-6-thinking"
 FLASH = "gemini-3-flash"
 
+
+def user(text: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": text}]
+
+
 WEATHER_TOOL = {
     "type": "function",
     "function": {

@@ -3,17 +3,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import openai
 import pytest
 
 from antigv.appkeys import CATALOGUE, TASKS
-from tests.e2e.conftest import E2E
-
-
-def user(text: str) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": text}]
+from tests.e2e.conftest import E2E, user
 
 
 async def test_a_retired_id_is_served_as_its_successor(e2e: E2E) -> None:

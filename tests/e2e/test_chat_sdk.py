@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from tests.conftest import ADMIN_KEY, bearer
-from tests.e2e.conftest import CLAUDE, E2E, FLASH, GEMINI, TIME_TOOL, WEATHER_TOOL
+from tests.e2e.conftest import CLAUDE, E2E, FLASH, GEMINI, TIME_TOOL, WEATHER_TOOL, user
 from tests.upstream_double import (
     CLAUDE_THOUGHTS,
     GEMINI_THOUGHTS,
@@ -20,10 +20,6 @@ from tests.upstream_double import (
 )
 
 BOTH = pytest.mark.parametrize("model", [GEMINI, CLAUDE])
-
-
-def user(text: str) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": text}]
 
 
 async def collect(stream: Any) -> list[Any]:

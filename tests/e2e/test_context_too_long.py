@@ -10,9 +10,9 @@ import anthropic
 import openai
 import pytest
 
-from tests.e2e.conftest import CLAUDE, E2E, GEMINI
+from tests.e2e.conftest import CLAUDE, E2E, GEMINI, user
 from tests.e2e.test_gemini_api import MODEL as KEY_MODEL
-from tests.e2e.test_gemini_api import add_key, user
+from tests.e2e.test_gemini_api import add_key
 from tests.e2e.test_messages_sdk import client as anthropic_client
 from tests.gemini_double import GeminiApiDouble
 

@@ -17,7 +17,7 @@ import pytest
 
 from antigv.backends.google.failures import MIN_THROTTLE_DELAY
 from tests.conftest import bearer
-from tests.e2e.conftest import CLAUDE, E2E, GEMINI, Acc
+from tests.e2e.conftest import CLAUDE, E2E, GEMINI, Acc, user
 from tests.upstream_double import (
     anthropic_error_body,
     empty_reply,
@@ -28,10 +28,6 @@ from tests.upstream_double import (
 
 BOTH = pytest.mark.parametrize("model", [GEMINI, CLAUDE])
 QUOTA_RESET = 4 * 3600 + 30 * 60 + 28  # what the double's QUOTA_EXHAUSTED says
-
-
-def user(text: str) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": text}]
 
 
 async def ask(

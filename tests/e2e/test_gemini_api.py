@@ -14,14 +14,10 @@ import pytest
 
 from antigv.appkeys import CATALOGUE, QUOTAS, TASKS
 from tests.conftest import bearer
-from tests.e2e.conftest import E2E, WEATHER_TOOL
+from tests.e2e.conftest import E2E, WEATHER_TOOL, user
 from tests.gemini_double import GeminiApiDouble
 
 MODEL = "gemini-2.5-flash"
-
-
-def user(text: str) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": text}]
 
 
 async def add_key(

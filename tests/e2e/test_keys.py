@@ -16,7 +16,7 @@ import pytest
 from antigv.appkeys import KEY_LIMITER
 from antigv.store.db import load_migrations, migrate
 from tests.conftest import ADMIN_KEY, bearer
-from tests.e2e.conftest import E2E, FLASH, GEMINI
+from tests.e2e.conftest import E2E, FLASH, GEMINI, user
 
 KEY_FIELDS = {
     "key_id",
@@ -36,10 +36,6 @@ KEY_FIELDS = {
     "monthly_token_budget",
     "limits_locked",
 }
-
-
-def user(text: str) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": text}]
 
 
 async def api(

@@ -11,7 +11,7 @@ import pytest
 
 from antigv.appkeys import CONFIG
 from tests.conftest import ADMIN_KEY
-from tests.e2e.conftest import CLAUDE, E2E, FLASH, GEMINI
+from tests.e2e.conftest import CLAUDE, E2E, FLASH, GEMINI, user
 from tests.upstream_double import CLAUDE_THOUGHTS, TINY_PNG
 
 WEATHER = {
@@ -48,10 +48,6 @@ def client(
     secret = key or e2e.user["api_key"]
     auth = {"auth_token": secret} if bearer else {"api_key": secret}
     return anthropic.AsyncAnthropic(base_url=base, max_retries=0, timeout=20, **auth)
-
-
-def user(text: str) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": text}]
 
 
 def blocks_as_params(message: Any) -> list[dict[str, Any]]:

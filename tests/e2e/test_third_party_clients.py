@@ -25,7 +25,7 @@ from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.anthropic import AnthropicProvider
 from pydantic_ai.providers.openai import OpenAIProvider
 
-from tests.e2e.conftest import CLAUDE, E2E, GEMINI, WEATHER_TOOL
+from tests.e2e.conftest import CLAUDE, E2E, GEMINI, WEATHER_TOOL, user
 
 LONG = "a rather long conversation " * 40
 
@@ -39,10 +39,6 @@ pytestmark = [
 def root_url(e2e: E2E) -> str:
     """The gateway without ``/v1``: what Anthropic-style clients take as their base."""
     return str(e2e.gw.server.make_url("/")).rstrip("/")
-
-
-def user(text: str) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": text}]
 
 
 # --- litellm -----------------------------------------------------------------------------

@@ -16,15 +16,11 @@ import pytest
 from antigv.appkeys import DB, TASKS, UPSTREAM
 from antigv.backends.antigravity.identity import MANIFEST_REFRESH
 from tests.conftest import ADMIN_KEY, bearer
-from tests.e2e.conftest import E2E, WEATHER_TOOL, Acc
+from tests.e2e.conftest import E2E, WEATHER_TOOL, Acc, user
 from tests.upstream_double import NEW_MODELS, google_error
 
 NEW_MODEL = "gemini-3-flash-agent"  # one the double resolves only for clients >= 2.9.0
 assert NEW_MODEL in NEW_MODELS
-
-
-def user(text: str) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": text}]
 
 
 async def ask(e2e: E2E, model: str = NEW_MODEL, text: str = "hi", **kwargs: Any) -> Any:
