@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from antigv.core.conversation import Tool
 from antigv.core.errors import InvalidRequest
 
 # Bounds on the work one request may cause (issue 11 #12): far above any real
 # conversation, low enough that translating the largest accepted body takes milliseconds.
 MAX_MESSAGES = 10_000
 MAX_TOOLS = 512
+# Gemini takes at most five stop sequences; more would be a 400 from the upstream.
+MAX_STOP_SEQUENCES = 5
 # Client JSON that is re-encoded upstream (tool-call arguments, tool and response
 # schemas) may nest this deep: orjson refuses to encode past 255 levels and the
 # upstream envelope wraps such values in about ten more.
@@ -101,3 +104,10 @@ def looks_like_base64(data: str) -> bool:
     # bytes.translate is several times faster than a regex over megabytes.
     padding = encoded.translate(None, _BASE64_ALPHABET)
     return padding in (b"", b"=", b"==") and encoded.endswith(padding)
+
+
+def named_tool(name: str, tools: Sequence[Tool], param: str) -> str:
+    """``name``, which a tool choice names: one of ``tools``, else a 400 naming ``param``."""
+    if all(tool.name != name for tool in tools):
+        fail(f"{param.split('.')[0]} names {name!r}, which is not among the tools", param)
+    return name

@@ -30,11 +30,14 @@ from antigv.core.conversation import (
 from antigv.protocols.validate import (
     IMAGE_MIME_TYPES,
     MAX_MESSAGES,
+    MAX_STOP_SEQUENCES,
     MAX_TOOLS,
     boolean,
     check_depth,
     fail,
+    integer,
     looks_like_base64,
+    named_tool,
     non_empty_string,
     number,
     optional_string,
@@ -45,8 +48,6 @@ from antigv.protocols.validate import (
 MIN_THINKING_BUDGET = 1024
 # output_config.effort -> the core's levels; "max" is the deepest the upstream offers.
 _EFFORTS: dict[str, Effort] = {"low": "low", "medium": "medium", "high": "high", "max": "high"}
-# Gemini takes at most five stop sequences; more would be a 400 from the upstream.
-_MAX_STOP_SEQUENCES = 5
 # Tool ids the gateway invents for calls the upstream sent without one, in Anthropic's form.
 TOOL_CALL_ID_PREFIX = "toolu_"
 
@@ -107,8 +108,8 @@ def _parse_stop_sequences(value: object) -> tuple[str, ...]:
         return ()
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         fail("stop_sequences must be an array of strings", "stop_sequences")
-    if len(value) > _MAX_STOP_SEQUENCES:
-        fail(f"stop_sequences may hold at most {_MAX_STOP_SEQUENCES} sequences here", "stop_sequences")
+    if len(value) > MAX_STOP_SEQUENCES:
+        fail(f"stop_sequences may hold at most {MAX_STOP_SEQUENCES} sequences here", "stop_sequences")
     return tuple(value)
 
 
@@ -127,12 +128,12 @@ def _parse_thinking(value: object, output_config: object, max_tokens: int | None
         return ThinkingRequest(effort=effort or "high")
     if kind != "enabled":
         fail("thinking.type must be 'enabled', 'adaptive' or 'disabled'", "thinking.type")
-    budget = value.get("budget_tokens")
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < MIN_THINKING_BUDGET:
-        fail(
-            f"thinking.budget_tokens must be an integer of at least {MIN_THINKING_BUDGET}",
-            "thinking.budget_tokens",
-        )
+    least = f"an integer of at least {MIN_THINKING_BUDGET}"
+    budget = integer(
+        value.get("budget_tokens"), "thinking.budget_tokens", lambda v: v >= MIN_THINKING_BUDGET, least
+    )
+    if budget is None:
+        fail(f"thinking.budget_tokens must be {least}", "thinking.budget_tokens")
     if max_tokens is not None and budget >= max_tokens:
         fail("max_tokens must be greater than thinking.budget_tokens", "max_tokens")
     return ThinkingRequest(budget=budget, effort=effort)
@@ -221,9 +222,7 @@ def _parse_tool_choice(value: object, tools: Sequence[Tool]) -> ToolChoice:
         return ToolChoice("any")
     if kind == "tool":
         name = non_empty_string(value.get("name"), "tool_choice.name")
-        if all(tool.name != name for tool in tools):
-            fail(f"tool_choice names {name!r}, which is not among the tools", "tool_choice.name")
-        return ToolChoice("any", name)
+        return ToolChoice("any", named_tool(name, tools, "tool_choice.name"))
     fail("tool_choice.type must be 'auto', 'any', 'tool' or 'none'", "tool_choice.type")
 
 

@@ -29,12 +29,14 @@ from antigv.protocols.validate import (
     IMAGE_MIME_TYPES,
     MAX_JSON_DEPTH,
     MAX_MESSAGES,
+    MAX_STOP_SEQUENCES,
     MAX_TOOLS,
     boolean,
     check_depth,
     fail,
     integer,
     looks_like_base64,
+    named_tool,
     non_empty_string,
     number,
     optional_string,
@@ -44,7 +46,6 @@ from antigv.protocols.validate import (
 # "function" is the legacy (pre-tools) spelling of a tool result.
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high")
-_MAX_STOP_SEQUENCES = 5
 _INT32 = (-(2**31), 2**31 - 1)
 # Legacy function_call ids: the legacy API had none, tool results name the function.
 _LEGACY_CALL_ID = "call_legacy_{index}"
@@ -147,11 +148,11 @@ def _parse_stop(value: object) -> tuple[str, ...]:
         return (value,)
     if (
         isinstance(value, list)
-        and len(value) <= _MAX_STOP_SEQUENCES
+        and len(value) <= MAX_STOP_SEQUENCES
         and all(isinstance(item, str) for item in value)
     ):
         return tuple(value)
-    fail(f"stop must be a string or an array of at most {_MAX_STOP_SEQUENCES} strings", "stop")
+    fail(f"stop must be a string or an array of at most {MAX_STOP_SEQUENCES} strings", "stop")
 
 
 def _parse_reasoning_effort(value: object) -> Effort | None:
@@ -246,13 +247,7 @@ def _parse_any_tool_choice(body: dict[str, Any], tools: Sequence[Tool]) -> ToolC
     if not isinstance(function_call, dict):
         fail("function_call must be 'none', 'auto' or {name}", "function_call")
     name = non_empty_string(function_call.get("name"), "function_call.name")
-    return ToolChoice("any", _named_tool(name, tools, "function_call.name"))
-
-
-def _named_tool(name: str, tools: Sequence[Tool], param: str) -> str:
-    if all(tool.name != name for tool in tools):
-        fail(f"{param.split('.')[0]} names {name!r}, which is not among the tools", param)
-    return name
+    return ToolChoice("any", named_tool(name, tools, "function_call.name"))
 
 
 def _parse_tool_choice(value: object, tools: Sequence[Tool]) -> ToolChoice:
@@ -268,7 +263,7 @@ def _parse_tool_choice(value: object, tools: Sequence[Tool]) -> ToolChoice:
         function = value.get("function")
         name = function.get("name") if isinstance(function, dict) else None
         name = non_empty_string(name, "tool_choice.function.name")
-        return ToolChoice("any", _named_tool(name, tools, "tool_choice.function.name"))
+        return ToolChoice("any", named_tool(name, tools, "tool_choice.function.name"))
     fail(
         "tool_choice must be 'none', 'auto', 'required' or {type: 'function', function: {name}}",
         "tool_choice",
