@@ -26,6 +26,7 @@ import structlog
 from antigv.core.errors import Forbidden, GatewayError, RateLimited
 from antigv.core.principal import KeyLimits, Principal
 from antigv.gateway.clock import Clock
+from antigv.ops.tasks import cancel_and_wait
 from antigv.store.api_keys import ApiKeyRepository
 
 log = structlog.get_logger(__name__)
@@ -343,6 +344,4 @@ async def reconciling(limiter: KeyLimiter) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
