@@ -430,7 +430,8 @@ def cmd_key(config: Config, args: argparse.Namespace) -> int:
                 await users.UserRepository(db).get(args.user)  # an unknown user is not "no keys"
             return await repository.of_user(args.user)
         if args.action == "revoke":
-            return await repository.update(args.key_id, {"status": 0})
+            revoked, _ = await repository.update(args.key_id, {"status": 0})
+            return revoked
         await repository.delete(args.key_id)
         return {"deleted": args.key_id}
 

@@ -92,8 +92,9 @@ class ApiKeyRepository:
             raise NotFound("key not found")
         return row_as(ApiKey, row)
 
-    async def update(self, key_id: int, changes: Mapping[str, Any]) -> ApiKey:
-        """Write the fields ``changes`` names (a None value clears a limit)."""
+    async def update(self, key_id: int, changes: Mapping[str, Any]) -> tuple[ApiKey, bytes]:
+        """Write the fields ``changes`` names (a None value clears a limit); the key as it is
+        now, and its digest for the caches that still hold the old one."""
         params: dict[str, Any] = {"key_id": key_id}
         for field in EDITABLE_FIELDS:
             params[f"set_{field}"] = field in changes
@@ -101,7 +102,7 @@ class ApiKeyRepository:
         row = await self._db.one("update_key", **params)
         if row is None:
             raise NotFound("key not found")
-        return row_as(ApiKey, row)
+        return row_as(ApiKey, row), bytes(row["key_hash"])
 
     async def delete(self, key_id: int) -> bytes:
         """Delete the key; its digest, for the caches that still hold it."""
@@ -109,10 +110,6 @@ class ApiKeyRepository:
         if row is None:
             raise NotFound("key not found")
         return bytes(row["key_hash"])
-
-    async def digest(self, key_id: int) -> bytes | None:
-        row = await self._db.one("key_hash", key_id=key_id)
-        return None if row is None else bytes(row["key_hash"])
 
     async def month_usage(self, key_id: int) -> MonthUsage:
         row = await self._db.one("key_month_usage", key_id=key_id)

@@ -37,13 +37,10 @@ UPDATE api_keys SET
     updated_at = now()
 WHERE key_id = %(key_id)s
 RETURNING key_id, user_id, name, key_prefix, is_primary, status, created_at, updated_at, last_used_at,
-          expires_at, rpm, tpm, max_concurrency, allowed_models, monthly_token_budget, limits_locked
+          expires_at, rpm, tpm, max_concurrency, allowed_models, monthly_token_budget, limits_locked, key_hash
 
 -- name: delete_key
 DELETE FROM api_keys WHERE key_id = %(key_id)s RETURNING key_id, key_hash
-
--- name: key_hash
-SELECT key_hash FROM api_keys WHERE key_id = %(key_id)s
 
 -- name: key_month_usage
 -- This calendar month's (UTC) requests and tokens of one key, from the usage log.

@@ -17,7 +17,7 @@ from antigv.core.principal import KeyLimits, Principal
 from antigv.protocols.admin.quotas import parse_moment
 from antigv.protocols.auth import target_user
 from antigv.protocols.web import api_ok, flag, optional_str, path_id, read_json_object, reject_unknown_fields
-from antigv.store.api_keys import LIMIT_FIELDS, ApiKey
+from antigv.store.api_keys import EDITABLE_FIELDS, LIMIT_FIELDS, ApiKey
 from antigv.store.users import NAME_MAX_LEN
 
 _INT32_MAX = 2**31 - 1
@@ -32,13 +32,12 @@ _LIMIT_MAXIMA = {
 MAX_ALLOWED_MODELS = 100
 _MODEL_MAX_LEN = 200
 _CREATE_FIELDS = ("name", *LIMIT_FIELDS, "limits_locked")
-_UPDATE_FIELDS = ("name", "status", *LIMIT_FIELDS, "limits_locked")
 
 
 def parse_key_fields(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     """The fields a create or update body sets, validated (a 400 names the field); an
     update's absent fields stay as they are and a null clears a limit."""
-    reject_unknown_fields(body, _CREATE_FIELDS if creating else _UPDATE_FIELDS)
+    reject_unknown_fields(body, _CREATE_FIELDS if creating else EDITABLE_FIELDS)
     fields: dict[str, Any] = {}
     if creating or "name" in body:
         name = optional_str(body, "name", max_len=NAME_MAX_LEN)
@@ -169,12 +168,9 @@ async def update_key(request: web.Request) -> web.Response:
     key = await _owned(request)
     changes = parse_key_fields(await read_json_object(request), creating=False)
     _check_locked(request[PRINCIPAL], key, changes)
-    repository = request.app[KEY_REPO]
-    updated = await repository.update(key.key_id, changes)
-    digest = await repository.digest(key.key_id)
-    if digest is not None:
-        # This instance sees the change at once; the others within the key cache's bound.
-        request.app[KEY_CACHE].evict(digest)
+    updated, digest = await request.app[KEY_REPO].update(key.key_id, changes)
+    # This instance sees the change at once; the others within the key cache's bound.
+    request.app[KEY_CACHE].evict(digest)
     return api_ok(await _with_month(request, updated))
 
 
