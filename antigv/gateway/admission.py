@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import partial
 
 import structlog
 
@@ -124,21 +125,31 @@ class _Key:
         return found
 
     def request_window(self, now: float) -> _Window:
-        others = self._others(now, 1)
-        last = self.requests[-1] + WINDOW if self.requests else now
-        return _Window(
-            len(self.requests) + sum(n for _, n in others),
-            max([last, *(leaves for leaves, _ in others)]),
-            lambda: [(at + WINDOW, 1) for at in self.requests] + others,
+        last = self.requests[-1] if self.requests else None
+        return self._window(
+            now, 1, len(self.requests), last, lambda: [(at + WINDOW, 1) for at in self.requests]
         )
 
     def token_window(self, now: float) -> _Window:
-        others = self._others(now, 2)
-        last = self.tokens[-1][0] + WINDOW if self.tokens else now
+        last = self.tokens[-1][0] if self.tokens else None
+        return self._window(now, 2, self.token_sum, last, lambda: [(at + WINDOW, n) for at, n in self.tokens])
+
+    def _window(
+        self,
+        now: float,
+        position: int,
+        used: int,
+        last_at: float | None,
+        local: Callable[[], list[tuple[float, int]]],
+    ) -> _Window:
+        """This instance's ``used`` (its newest entry at ``last_at``) and the others' buckets
+        at ``position`` (1 requests, 2 tokens) over the window."""
+        others = self._others(now, position)
+        last = last_at + WINDOW if last_at is not None else now
         return _Window(
-            self.token_sum + sum(n for _, n in others),
+            used + sum(n for _, n in others),
             max([last, *(leaves for leaves, _ in others)]),
-            lambda: [(at + WINDOW, n) for at, n in self.tokens] + others,
+            lambda: local() + others,
         )
 
 
@@ -191,7 +202,8 @@ class KeyLimiter:
         state.prune(now)
         requests, tokens = state.request_window(now), state.token_window(now)
         # Refused, the request is not counted; admitted, it is (and leaves the window last).
-        refused = self._headers(limits, requests.used, requests.empty_at, tokens, now)
+        # The refusal's headers are made only when there is one.
+        refused = partial(self._headers, limits, requests.used, requests.empty_at, tokens, now)
         self._check(limits, state, wall, requests, tokens, now, refused)
         headers = self._headers(limits, requests.used + 1, now + WINDOW, tokens, now)
         state.requests.append(now)
@@ -207,7 +219,7 @@ class KeyLimiter:
         requests: _Window,
         tokens: _Window,
         now: float,
-        headers: dict[str, str],
+        headers: Callable[[], dict[str, str]],
     ) -> None:
         budget = limits.monthly_token_budget
         if budget is not None:
@@ -218,23 +230,26 @@ class KeyLimiter:
                     f"this API key's monthly token budget ({budget}) is spent until the month turns (UTC)",
                     "monthly_budget_exhausted",
                     (_next_month(wall) - wall).total_seconds(),
-                    headers,
+                    headers(),
                 )
         cap = limits.max_concurrency
         if cap is not None and state.inflight + state.others_inflight >= cap:
             # Nobody knows when a request in flight ends: ask again in a second.
             raise self._limited(
-                f"this API key allows {cap} requests in flight", "concurrency_limit", 1.0, headers
+                f"this API key allows {cap} requests in flight", "concurrency_limit", 1.0, headers()
             )
         if limits.rpm is not None and requests.used >= limits.rpm:
             wait = requests.wait_below(limits.rpm, now)
             raise self._limited(
-                f"this API key allows {limits.rpm} requests per minute", "rate_limit_requests", wait, headers
+                f"this API key allows {limits.rpm} requests per minute",
+                "rate_limit_requests",
+                wait,
+                headers(),
             )
         if limits.tpm is not None and tokens.used >= limits.tpm:
             wait = tokens.wait_below(limits.tpm, now)
             raise self._limited(
-                f"this API key allows {limits.tpm} tokens per minute", "rate_limit_tokens", wait, headers
+                f"this API key allows {limits.tpm} tokens per minute", "rate_limit_tokens", wait, headers()
             )
 
     @staticmethod
