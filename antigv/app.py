@@ -42,11 +42,12 @@ from antigv.appkeys import (
     USAGE_REPO,
     USER_REPO,
 )
+from antigv.backends.antigravity import KIND as ANTIGRAVITY_KIND
 from antigv.backends.antigravity.backend import AntigravityBackend
 from antigv.backends.antigravity.client import UpstreamClient
 from antigv.backends.antigravity.identity import MANIFEST_REFRESH, ClientIdentity, refresh_client_version
 from antigv.backends.antigravity.tokens import TokenManager, refresh_due_tokens
-from antigv.backends.gemini_api.backend import KIND as GEMINI_API_KIND
+from antigv.backends.gemini_api import KIND as GEMINI_API_KIND
 from antigv.backends.gemini_api.backend import GeminiApiBackend
 from antigv.backends.gemini_api.client import GeminiApiClient
 from antigv.config import Config, ConfigError
@@ -148,7 +149,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[CIPHER] = cipher
     app[GATEWAY] = Gateway(
         config=config,
-        backends={"antigravity": backend, GEMINI_API_KIND: app[GEMINI_API]},
+        backends={ANTIGRAVITY_KIND: backend, GEMINI_API_KIND: app[GEMINI_API]},
         router=router,
         accounts=app[ACCOUNT_REPO],
         signatures=SignatureStore(app[SIGNATURE_REPO]),

@@ -28,6 +28,7 @@ from aiohttp import web
 from antigv.accounting.quota_reads import is_free_tier, stored_window
 from antigv.accounting.settlement import Settlement, settle_read
 from antigv.appkeys import CATALOGUE, CONFIG, DB, QUOTAS, RESERVATIONS, TOKENS, UPSTREAM, USAGE
+from antigv.backends.antigravity import KIND as ANTIGRAVITY
 from antigv.backends.antigravity.client import UpstreamClient
 from antigv.backends.antigravity.oauth import discover_project
 from antigv.backends.antigravity.quota import fetch_quotas
@@ -35,7 +36,6 @@ from antigv.backends.antigravity.tokens import AccountRevoked, RefreshFailed, To
 from antigv.config import QuotasConfig
 from antigv.core.errors import GatewayError
 from antigv.core.failures import UpstreamFailure
-from antigv.gateway.service import ANTIGRAVITY
 from antigv.ops.tasks import cancel_and_wait
 from antigv.store.accounts import AccountRepository
 from antigv.store.crypto import TokenCipherError

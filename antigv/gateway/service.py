@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from antigv.accounting.reservations import PoolReservations, Reservation
+from antigv.backends.antigravity import KIND as ANTIGRAVITY
 from antigv.backends.base import Account, Backend, BackendReply, Prepared
+from antigv.backends.gemini_api import KIND as GEMINI_API
 from antigv.config import Config
 from antigv.core.conversation import ChatRequest
 from antigv.core.errors import GatewayError, ModelRetired, RateLimited, UpstreamError
@@ -41,11 +43,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-ANTIGRAVITY = "antigravity"
 # [gemini_api] prefer -> the rank of each account kind within a tier (lower first).
 KIND_ORDERS: dict[str, Mapping[str, int]] = {
-    "first": {"gemini_api": 0, ANTIGRAVITY: 1},
-    "last": {ANTIGRAVITY: 0, "gemini_api": 1},
+    "first": {GEMINI_API: 0, ANTIGRAVITY: 1},
+    "last": {ANTIGRAVITY: 0, GEMINI_API: 1},
     "mixed": {},
 }
 

@@ -18,12 +18,12 @@ import time
 from aiohttp import web
 
 from antigv.appkeys import ACCOUNT_REPO, CATALOGUE, CONFIG, MODEL_CACHE, PRINCIPAL, SURFACES, TOKENS, UPSTREAM
+from antigv.backends.antigravity import KIND as ANTIGRAVITY
 from antigv.backends.antigravity.tokens import AccountRevoked, RefreshFailed
 from antigv.core.errors import Forbidden, NotFound, UpstreamError
 from antigv.core.failures import UpstreamFailure, client_error
 from antigv.core.models import ListedModel, ModelInfo
 from antigv.core.principal import Principal
-from antigv.gateway.service import ANTIGRAVITY
 from antigv.protocols.anthropic import models as anthropic_models
 from antigv.protocols.anthropic.errors import anthropic_error
 from antigv.protocols.anthropic.messages import REQUEST_ID_HEADER as ANTHROPIC_REQUEST_ID_HEADER

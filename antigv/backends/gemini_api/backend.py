@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import orjson
 
 from antigv.backends.base import Account, Prepared, ToolCallSignature
+from antigv.backends.gemini_api import KIND
 from antigv.backends.gemini_api.client import GeminiApiClient
 from antigv.backends.gemini_api.models import parse_models
 from antigv.backends.google import models as families
@@ -24,7 +25,6 @@ from antigv.core.failures import CredentialsFailed, FailureKind, UpstreamFailure
 from antigv.core.models import ModelInfo
 from antigv.store.crypto import SealedTokenError, TokenCipher
 
-KIND = "gemini_api"
 # The public API's documented mode for tool_choice "auto" (Cloud Code's is VALIDATED).
 _AUTO_CALLING_MODE = "AUTO"
 

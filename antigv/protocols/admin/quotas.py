@@ -11,7 +11,7 @@ from aiohttp import web
 
 from antigv.accounting.pools import user_pools
 from antigv.appkeys import ACCOUNT_REPO, CATALOGUE, CONFIG, PRINCIPAL, QUOTA_REPO, QUOTAS, USAGE_REPO
-from antigv.backends.gemini_api.backend import KIND as GEMINI_API_KIND
+from antigv.backends.gemini_api import KIND as GEMINI_API_KIND
 from antigv.backends.gemini_api.failures import pacific_day
 from antigv.core.errors import InvalidRequest, NotFound
 from antigv.core.principal import Principal
