@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from antigv.backends.antigravity.notices import reject_notices
-from antigv.backends.google.frames import MAX_TOKEN_COUNT, FrameDecoder
+from antigv.backends.google.frames import MAX_TOKEN_COUNT, FrameDecoder, counted_total
 from antigv.backends.google.models import PLACEHOLDER_ARGUMENT
 from antigv.backends.google.sse import SSEParser
 from antigv.core.errors import MalformedUpstreamReply, RateLimited, UpstreamError
@@ -26,6 +26,7 @@ from antigv.core.events import (
     ToolCallStart,
     Usage,
 )
+from antigv.core.failures import FailureKind, UpstreamFailure
 from antigv.protocols.openai.errors import error_body, error_status
 from antigv.protocols.openai.render import FINISH_REASONS, StreamRenderer, assemble_completion, usage_object
 
@@ -710,6 +711,18 @@ def test_counts_up_to_the_bound_are_kept() -> None:
     usage_metadata = {"promptTokenCount": MAX_TOKEN_COUNT, "candidatesTokenCount": 1}
     translator, _ = translate([frame({"text": "hi"}, usage=usage_metadata)])
     assert translator.prompt_tokens == MAX_TOKEN_COUNT
+
+
+@pytest.mark.parametrize("total", [7, "7", 7.0])
+def test_a_count_tokens_total_is_read_in_any_json_form(total: object) -> None:
+    assert counted_total({"totalTokens": total}) == 7
+
+
+@pytest.mark.parametrize("total", [None, True, -1, "-1", "\u00b2", "7 ", 1.5, MAX_TOKEN_COUNT + 1, [7]])
+def test_a_count_tokens_answer_without_a_count_is_a_502(total: object) -> None:
+    with pytest.raises(UpstreamFailure) as caught:
+        counted_total({"totalTokens": total})
+    assert (caught.value.kind, caught.value.status) == (FailureKind.SERVER_ERROR, 502)
 
 
 # --- properties: whatever the upstream sends, the translator answers or says it cannot -----

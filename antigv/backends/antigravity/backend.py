@@ -7,7 +7,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 import structlog
 
 from antigv.backends.antigravity.client import UpstreamClient
@@ -17,31 +16,18 @@ from antigv.backends.antigravity.oauth import discover_project
 from antigv.backends.antigravity.tokens import AccountRevoked, RefreshFailed, TokenManager
 from antigv.backends.base import Account, Prepared, ToolCallSignature
 from antigv.backends.google import models
-from antigv.backends.google.frames import FrameDecoder
-from antigv.backends.google.generation import UpstreamRequest, replayed_tool_call_ids
+from antigv.backends.google.frames import FrameDecoder, counted_total
+from antigv.backends.google.generation import UpstreamRequest, encode_body, replayed_tool_call_ids
 from antigv.backends.google.reply import GoogleReply
 from antigv.config import Config
 from antigv.core.conversation import ChatRequest
-from antigv.core.errors import GatewayError, InvalidRequest
+from antigv.core.errors import GatewayError
 from antigv.core.events import Usage
 from antigv.core.failures import CredentialsFailed, FailureKind, UpstreamFailure
 from antigv.core.models import ModelInfo
 from antigv.store.accounts import AccountRepository
 
 log = structlog.get_logger(__name__)
-
-
-def _encode_body(body: dict[str, Any]) -> bytes:
-    try:
-        return orjson.dumps(body)
-    except orjson.JSONEncodeError:
-        # JSON the client could send but orjson cannot write back: nested deeper than 255
-        # levels once wrapped (tool-call arguments, schemas), or an integer beyond 64 bits.
-        raise InvalidRequest(
-            "the request cannot be forwarded: its JSON nests more than 255 levels deep "
-            "or holds an integer beyond 64 bits",
-            code="request_not_encodable",
-        ) from None
 
 
 class AntigravityBackend:
@@ -89,7 +75,7 @@ class AntigravityBackend:
             body["project"] = account["project_id"]
         else:
             body.pop("project", None)
-        encoded = _encode_body(body)
+        encoded = encode_body(body)
         try:
             token = await self._tokens.access_token(account)
             try:
@@ -122,11 +108,7 @@ class AntigravityBackend:
             token = await self._tokens.access_token(account)
         except (AccountRevoked, RefreshFailed) as exc:
             raise CredentialsFailed(str(exc)) from exc
-        answer = await self._upstream.call("countTokens", token, payload)
-        total = answer.get("totalTokens")
-        if isinstance(total, bool) or not isinstance(total, int | str) or not str(total).isdigit():
-            raise UpstreamFailure(FailureKind.SERVER_ERROR, 502, "countTokens answered without totalTokens")
-        return int(total)
+        return counted_total(await self._upstream.call("countTokens", token, payload))
 
     def quota_charge(self, usage: Usage) -> float | None:
         return None  # the next fetchAvailableModels read settles it (accounting/settlement.py)

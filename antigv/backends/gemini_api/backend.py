@@ -8,20 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import orjson
-
 from antigv.backends.base import Account, Prepared, ToolCallSignature
 from antigv.backends.gemini_api import KIND
 from antigv.backends.gemini_api.client import GeminiApiClient
 from antigv.backends.gemini_api.models import parse_models
 from antigv.backends.google import models as families
-from antigv.backends.google.frames import FrameDecoder
-from antigv.backends.google.generation import UpstreamRequest, build_generate_request, replayed_tool_call_ids
+from antigv.backends.google.frames import FrameDecoder, counted_total
+from antigv.backends.google.generation import (
+    UpstreamRequest,
+    build_generate_request,
+    encode_body,
+    replayed_tool_call_ids,
+)
 from antigv.backends.google.reply import GoogleReply
 from antigv.config import Config
 from antigv.core.conversation import ChatRequest
 from antigv.core.events import Usage
-from antigv.core.failures import CredentialsFailed, FailureKind, UpstreamFailure
+from antigv.core.failures import CredentialsFailed
 from antigv.core.models import ModelInfo
 from antigv.store.crypto import SealedTokenError, TokenCipher
 
@@ -65,7 +68,7 @@ class GeminiApiBackend:
 
     async def open(self, account: Account, prepared: Prepared) -> GoogleReply:
         generated: UpstreamRequest = prepared.payload
-        body = orjson.dumps(generated.body)
+        body = encode_body(generated.body)
         stream = await self._client.open_stream(self._key(account), generated.model, body)
         decoder = FrameDecoder(
             generated.tool_names,
@@ -82,10 +85,7 @@ class GeminiApiBackend:
             generated.model,
             {"generateContentRequest": {"model": f"models/{generated.model}", **generated.body}},
         )
-        total = answer.get("totalTokens")
-        if isinstance(total, bool) or not isinstance(total, int):
-            raise UpstreamFailure(FailureKind.SERVER_ERROR, 502, "countTokens answered without totalTokens")
-        return total
+        return counted_total(answer)
 
     def quota_charge(self, usage: Usage) -> float | None:
         """A key reports no remaining fraction: its tokens against the daily allowance

@@ -28,6 +28,7 @@ from antigv.core.events import (
     ToolCallStart,
     Usage,
 )
+from antigv.core.failures import FailureKind, UpstreamFailure
 
 log = structlog.get_logger(__name__)
 
@@ -264,7 +265,7 @@ def _valid_counts(usage_metadata: dict[str, Any]) -> dict[str, int]:
         value = usage_metadata.get(field)
         if value is None:
             continue
-        count = _token_count(value)
+        count = token_count(value)
         if count is None:
             log.warning("upstream_usage_invalid", field=field)
         else:
@@ -272,7 +273,15 @@ def _valid_counts(usage_metadata: dict[str, Any]) -> dict[str, int]:
     return counts
 
 
-def _token_count(value: Any) -> int | None:
+def counted_total(answer: dict[str, Any]) -> int:
+    """``totalTokens`` of a ``countTokens`` answer (PROTOCOL §13.10); a 502 without one."""
+    total = token_count(answer.get("totalTokens"))
+    if total is None:
+        raise UpstreamFailure(FailureKind.SERVER_ERROR, 502, "countTokens answered without totalTokens")
+    return total
+
+
+def token_count(value: Any) -> int | None:
     """An upstream token count, or None when it is not one: JSON numbers, or digit strings
     (protobuf's JSON form of 64-bit integers), from 0 to ``MAX_TOKEN_COUNT``."""
     if isinstance(value, bool):

@@ -12,13 +12,29 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+import orjson
+
 from antigv.backends.base import ToolCallSignature
 from antigv.backends.google import models
 from antigv.backends.google.contents import ToolNames, encode_contents, signed_thinking, tool_declaration
 from antigv.backends.google.schema import sanitize_schema
 from antigv.config import DefaultsConfig
 from antigv.core.conversation import ChatRequest, ToolResult, Turn
+from antigv.core.errors import InvalidRequest
 from antigv.core.models import ModelInfo
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    """A request body as JSON; a 400 for JSON the client could send but orjson cannot write
+    back (nested deeper than 255 levels once wrapped, an integer beyond 64 bits)."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        raise InvalidRequest(
+            "the request cannot be forwarded: its JSON nests more than 255 levels deep "
+            "or holds an integer beyond 64 bits",
+            code="request_not_encodable",
+        ) from None
 
 
 @dataclass(frozen=True)
