@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from antigv.appkeys import CATALOGUE, QUOTAS, TASKS
+from antigv.protocols.admin.gemini_keys import learn_key_models
 from tests.conftest import bearer
 from tests.e2e.conftest import E2E, WEATHER_TOOL, user
 from tests.gemini_double import GeminiApiDouble
@@ -323,3 +324,16 @@ async def test_every_background_task_leaves_a_key_alone(keyed: E2E, gemini: Gemi
     assert rows[oauth.account_id]["status"] == 1
     again = await keyed.client().chat.completions.create(model=MODEL, messages=user("hi"))
     assert again.choices[0].message.content == "Hello world!"
+
+
+async def test_a_key_sealed_with_another_token_key_is_skipped_when_models_are_learnt(
+    keyed: E2E, gemini: GeminiApiDouble
+) -> None:
+    status, body = await add_key(keyed, gemini.add_key(tier="paid").key)
+    assert status == 200
+    account_id = body["data"]["account_id"]
+    # Sealed, but this gateway has no token key to open it with (as after a key change).
+    await keyed.sql("UPDATE accounts SET api_key = 'v1:AAAA' WHERE account_id = %s", (account_id,))
+    before = len(gemini.requests)
+    await learn_key_models(keyed.gw.app, account_id)  # logged and skipped, not raised
+    assert len(gemini.requests) == before

@@ -60,16 +60,18 @@ class GeminiApiBackend:
         )
         return Prepared(generated.model, generated.session_key, generated)
 
-    def _key(self, account: Account) -> str:
+    def open_key(self, sealed: str) -> str:
+        """The key an account stores sealed; CredentialsFailed when it cannot be opened
+        (a changed token key)."""
         try:
-            return self._cipher.open(account["api_key"])
+            return self._cipher.open(sealed)
         except SealedTokenError as exc:
             raise CredentialsFailed(str(exc)) from exc
 
     async def open(self, account: Account, prepared: Prepared) -> GoogleReply:
         generated: UpstreamRequest = prepared.payload
         body = encode_body(generated.body)
-        stream = await self._client.open_stream(self._key(account), generated.model, body)
+        stream = await self._client.open_stream(self.open_key(account["api_key"]), generated.model, body)
         decoder = FrameDecoder(
             generated.tool_names,
             generated.placeholder_tools,
@@ -81,7 +83,7 @@ class GeminiApiBackend:
     async def count_tokens(self, account: Account, prepared: Prepared) -> int:
         generated: UpstreamRequest = prepared.payload
         answer = await self._client.count_tokens(
-            self._key(account),
+            self.open_key(account["api_key"]),
             generated.model,
             {"generateContentRequest": {"model": f"models/{generated.model}", **generated.body}},
         )

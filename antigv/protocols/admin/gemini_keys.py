@@ -76,7 +76,8 @@ async def learn_key_models(app: web.Application, account_id: int) -> None:
     if not sealed:
         return
     try:
-        offers = await app[GEMINI_API].offered_models(app[CIPHER].open(sealed))
+        backend = app[GEMINI_API]
+        offers = await backend.offered_models(backend.open_key(sealed))
     except (UpstreamFailure, CredentialsFailed) as exc:
         log.info("gemini_key_models_not_read", account_id=account_id, error=type(exc).__name__)
         return
