@@ -16,7 +16,7 @@ from antigv.backends.antigravity.oauth import discover_project
 from antigv.backends.antigravity.tokens import AccountRevoked, RefreshFailed, TokenManager
 from antigv.backends.base import Account, Prepared, ToolCallSignature
 from antigv.backends.google import models
-from antigv.backends.google.frames import FrameDecoder, counted_total
+from antigv.backends.google.frames import counted_total
 from antigv.backends.google.generation import UpstreamRequest, encode_body, replayed_tool_call_ids
 from antigv.backends.google.reply import GoogleReply
 from antigv.config import Config
@@ -90,14 +90,7 @@ class AntigravityBackend:
                 stream = await self._upstream.open_stream(token, encoded)
         except (AccountRevoked, RefreshFailed) as exc:
             raise CredentialsFailed(str(exc)) from exc
-        decoder = FrameDecoder(
-            envelope.tool_names,
-            envelope.placeholder_tools,
-            models.PLACEHOLDER_ARGUMENT,
-            check_first_text=reject_notices,
-            tool_call_id_prefix=envelope.tool_call_id_prefix,
-        )
-        return GoogleReply(stream, decoder)
+        return GoogleReply(stream, envelope.decoder(check_first_text=reject_notices))
 
     async def count_tokens(self, account: Account, prepared: Prepared) -> int:
         """``countTokens`` with the envelope's model and contents (PROTOCOL §13.10)."""

@@ -9,12 +9,11 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import replace
-from types import MappingProxyType
 from typing import Any
 
 from antigv.backends.base import ToolCallSignature
 from antigv.backends.google import models
-from antigv.backends.google.generation import UpstreamRequest, build_generate_request
+from antigv.backends.google.generation import NO_SIGNATURES, UpstreamRequest, build_generate_request
 from antigv.config import DefaultsConfig
 from antigv.core.conversation import ChatRequest
 from antigv.core.models import ModelInfo
@@ -23,7 +22,6 @@ from antigv.core.models import ModelInfo
 _IMAGE_REQUEST_ID = "image_gen/{ms}/{uuid}/12"
 # Cloud Code's mode for tool_choice "auto" (PROTOCOL §13.5).
 _AUTO_CALLING_MODE = "VALIDATED"
-_NO_SIGNATURES: Mapping[str, ToolCallSignature] = MappingProxyType({})
 
 
 def new_request_id(model: str) -> str:
@@ -39,7 +37,7 @@ def build_upstream_request(
     project: str | None,
     defaults: DefaultsConfig,
     request_id: str,
-    signatures: Mapping[str, ToolCallSignature] = _NO_SIGNATURES,
+    signatures: Mapping[str, ToolCallSignature] = NO_SIGNATURES,
     model_info: ModelInfo | None = None,
     thinking_rules: Mapping[models.ThinkingFamily, models.ThinkingRule] = models.THINKING_RULES,
 ) -> UpstreamRequest:

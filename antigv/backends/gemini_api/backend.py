@@ -13,7 +13,7 @@ from antigv.backends.gemini_api import KIND
 from antigv.backends.gemini_api.client import GeminiApiClient
 from antigv.backends.gemini_api.models import parse_models
 from antigv.backends.google import models as families
-from antigv.backends.google.frames import FrameDecoder, counted_total
+from antigv.backends.google.frames import counted_total
 from antigv.backends.google.generation import (
     UpstreamRequest,
     build_generate_request,
@@ -72,13 +72,7 @@ class GeminiApiBackend:
         generated: UpstreamRequest = prepared.payload
         body = encode_body(generated.body)
         stream = await self._client.open_stream(self.open_key(account["api_key"]), generated.model, body)
-        decoder = FrameDecoder(
-            generated.tool_names,
-            generated.placeholder_tools,
-            families.PLACEHOLDER_ARGUMENT,
-            tool_call_id_prefix=generated.tool_call_id_prefix,
-        )
-        return GoogleReply(stream, decoder)
+        return GoogleReply(stream, generated.decoder())
 
     async def count_tokens(self, account: Account, prepared: Prepared) -> int:
         generated: UpstreamRequest = prepared.payload

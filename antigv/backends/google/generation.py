@@ -7,7 +7,7 @@ Code's envelope (``backends/antigravity/envelope.py``), the Gemini API as it is.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -17,6 +17,7 @@ import orjson
 from antigv.backends.base import ToolCallSignature
 from antigv.backends.google import models
 from antigv.backends.google.contents import ToolNames, encode_contents, signed_thinking, tool_declaration
+from antigv.backends.google.frames import FrameDecoder
 from antigv.backends.google.schema import sanitize_schema
 from antigv.config import DefaultsConfig
 from antigv.core.conversation import ChatRequest, ToolResult, Turn
@@ -53,6 +54,16 @@ class UpstreamRequest:
     # How ids invented for unnamed calls in the reply begin (the client's protocol's form).
     tool_call_id_prefix: str = "call_"
 
+    def decoder(self, check_first_text: Callable[[str], None] | None = None) -> FrameDecoder:
+        """The frame decoder for this request's reply (its tool names and placeholders)."""
+        return FrameDecoder(
+            self.tool_names,
+            self.placeholder_tools,
+            models.PLACEHOLDER_ARGUMENT,
+            check_first_text=check_first_text,
+            tool_call_id_prefix=self.tool_call_id_prefix,
+        )
+
 
 SKIP_THOUGHT_SIGNATURE = "skip_thought_signature_validator"
 # reasoning_effort -> thinkingBudget or thinkingLevel, as the family's row of the
@@ -73,7 +84,7 @@ _MIN_ANSWER_TOKENS = 1024
 # Claude and Gemini >= 3.6 refuse a conversation that ends on a model turn (no prefill);
 # every family gets the same user turn after one (PROTOCOL §13.5).
 _CONTINUE_TEXT = "Continue."
-_NO_SIGNATURES: Mapping[str, ToolCallSignature] = MappingProxyType({})
+NO_SIGNATURES: Mapping[str, ToolCallSignature] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +117,7 @@ def build_generate_request(
     *,
     defaults: DefaultsConfig,
     auto_calling_mode: str,
-    signatures: Mapping[str, ToolCallSignature] = _NO_SIGNATURES,
+    signatures: Mapping[str, ToolCallSignature] = NO_SIGNATURES,
     model_info: ModelInfo | None = None,
     thinking_rules: Mapping[models.ThinkingFamily, models.ThinkingRule] = models.THINKING_RULES,
 ) -> UpstreamRequest:
