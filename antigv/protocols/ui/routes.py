@@ -112,6 +112,7 @@ class Console:
         self.public_url = public_url
         self.index = render_index(public_url)
         self.assets = load_assets()
+        self.version = _gateway_version()
 
     @staticmethod
     def _answer(request: web.Request, asset: Asset, cache: str) -> web.Response:
@@ -149,17 +150,15 @@ class Console:
         """``GET /api/ui/info`` (admin): what the admin page shows about this instance: the
         upstream client version in use (the ``antigv_upstream_client_info`` metric's)."""
         identity = request.app[CLIENT_IDENTITY]
-        response = api_ok(
+        return api_ok(
             {
-                "gateway_version": _gateway_version(),
+                "gateway_version": self.version,
                 "upstream_client_version": identity.version,
                 "upstream_user_agent": identity.user_agent,
                 "upstream_client_fixed": identity.fixed,
                 "public_url": self.public_url or None,
             }
         )
-        response.headers["Cache-Control"] = "no-store"
-        return response
 
 
 def setup(app: web.Application) -> None:
