@@ -42,11 +42,10 @@ UPDATE api_keys k
 SET last_used_at = greatest(k.last_used_at, used.last_at),
     month_tokens = CASE WHEN k.month_start = m.start THEN k.month_tokens ELSE 0 END + used.tokens,
     month_start = m.start
-FROM (SELECT key_id, max(consumed_at) AS last_at,
-             coalesce(sum(total_tokens) FILTER (
-                 WHERE (date_trunc('month', consumed_at AT TIME ZONE 'UTC'))::date
-                       = (date_trunc('month', now() AT TIME ZONE 'UTC'))::date), 0) AS tokens
-      FROM batch WHERE key_id IS NOT NULL GROUP BY key_id) used, this_month m
+FROM (SELECT b.key_id, max(b.consumed_at) AS last_at,
+             coalesce(sum(b.total_tokens) FILTER (
+                 WHERE (date_trunc('month', b.consumed_at AT TIME ZONE 'UTC'))::date = m.start), 0) AS tokens
+      FROM batch b, this_month m WHERE b.key_id IS NOT NULL GROUP BY b.key_id) used, this_month m
 WHERE k.key_id = used.key_id
 
 -- name: delete_old_usage
