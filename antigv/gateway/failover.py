@@ -44,12 +44,19 @@ class _Rule:
     cooldown: str | None = None
     # The backend may repair the account first (a moved project, PROTOCOL §8.3).
     repair_first: bool = False
+    # The failure names when the account serves again (a quota's reset): the cooldown ends
+    # then, and the request's other attempts wait for it too.
+    named_reset: bool = False
 
 
 # Kinds absent here are decided by their own rules below (rate limits and capacity).
 _RULES: Mapping[FailureKind, _Rule] = {
-    FailureKind.QUOTA_EXHAUSTED: _Rule(Next.OTHER_ACCOUNT, Effect.COOLDOWN_GROUP, "quota_cooldown"),
-    FailureKind.MODEL_QUOTA_EXHAUSTED: _Rule(Next.OTHER_ACCOUNT, Effect.COOLDOWN_MODEL, "quota_cooldown"),
+    FailureKind.QUOTA_EXHAUSTED: _Rule(
+        Next.OTHER_ACCOUNT, Effect.COOLDOWN_GROUP, "quota_cooldown", named_reset=True
+    ),
+    FailureKind.MODEL_QUOTA_EXHAUSTED: _Rule(
+        Next.OTHER_ACCOUNT, Effect.COOLDOWN_MODEL, "quota_cooldown", named_reset=True
+    ),
     FailureKind.VALIDATION_REQUIRED: _Rule(
         Next.OTHER_ACCOUNT, Effect.PARK_FOR_VALIDATION, "validation_cooldown"
     ),
@@ -67,10 +74,6 @@ _RULES: Mapping[FailureKind, _Rule] = {
     FailureKind.INVALID_REQUEST: _Rule(Next.GIVE_UP),
     FailureKind.TIMEOUT: _Rule(Next.GIVE_UP),
 }
-
-
-# Kinds whose failure names when the account serves again (a quota's reset).
-_NAMED_RESETS = frozenset({FailureKind.QUOTA_EXHAUSTED, FailureKind.MODEL_QUOTA_EXHAUSTED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +134,8 @@ def decide(
     rule = _RULES[kind]
     until: datetime | None = None
     if rule.cooldown is not None:
-        named = failure.reset_at if kind in _NAMED_RESETS else None
+        named = failure.reset_at if rule.named_reset else None
         until = named or now + timedelta(seconds=getattr(policy, rule.cooldown))
-        if rule.effect in (Effect.COOLDOWN_GROUP, Effect.PARK_FOR_VALIDATION) or kind in _NAMED_RESETS:
+        if rule.effect in (Effect.COOLDOWN_GROUP, Effect.PARK_FOR_VALIDATION) or rule.named_reset:
             attempts.parked_until(until)
     return Decision(rule.next, rule.effect, until, repair_first=rule.repair_first and remaining > 0)
