@@ -157,8 +157,7 @@ class Gateway:
         The caller's key is admitted first (its limits, gateway/admission.py): a request
         over them never reaches an account."""
         requested = request.model
-        # Aliases and deprecations resolve once, before an account is chosen (PROTOCOL §13.4).
-        request = dataclasses.replace(request, model=self._catalogue.resolve(requested))
+        request = self._resolved(request)
         ticket = self.limiter.admit(principal, requested, request.model)
         try:
             reply = await self._open(principal, request, requested, started)
@@ -184,19 +183,11 @@ class Gateway:
         """(input tokens of ``request``, whether the upstream counted them): the upstream's
         count on the account a chat would use (PROTOCOL §13.10), else the core's estimate."""
         requested = request.model
-        request = dataclasses.replace(request, model=self._catalogue.resolve(requested))
+        request = self._resolved(request)
         model = request.model
         check_model(principal, requested, model)
-        quota_group = self._config.quotas.group_of(model)
-        rows = self._serving(await self.router.candidates(principal, model, quota_group), model)
-        ranking = rank_candidates(
-            rows,
-            user_id=principal.user_id,
-            prefer_shared=bool(principal.prefer_shared),
-            inflight=self.router.inflight,
-            pool_reserved=self.reservations.reserved(principal.user_id, quota_group),
-            kind_order=self._kind_order,
-        )
+        rows, quota_group = await self._candidates(principal, model)
+        ranking = self._rank(principal, rows, quota_group)
         if ranking.accounts:
             account = ranking.accounts[0]
             backend = self._backends[account["kind"]]
@@ -208,6 +199,39 @@ class Gateway:
                 log.info("count_tokens_estimated", model=model, error=type(exc).__name__)
         return estimate_input_tokens(request), False
 
+    # --- choosing --------------------------------------------------------------
+
+    def _resolved(self, request: ChatRequest) -> ChatRequest:
+        """The request for the id it is served as: aliases and deprecations resolve once,
+        before an account is chosen (PROTOCOL §13.4)."""
+        return dataclasses.replace(request, model=self._catalogue.resolve(request.model))
+
+    async def _candidates(self, principal: Principal, model: str) -> tuple[list[dict[str, Any]], str]:
+        """The accounts that may serve ``model`` for the caller, and its quota group."""
+        quota_group = self._config.quotas.group_of(model)
+        rows = self._serving(await self.router.candidates(principal, model, quota_group), model)
+        return rows, quota_group
+
+    def _rank(
+        self,
+        principal: Principal,
+        rows: list[dict[str, Any]],
+        quota_group: str,
+        *,
+        session_key: str = "",
+        exclude: frozenset[int] = frozenset(),
+    ) -> Ranking:
+        return rank_candidates(
+            rows,
+            user_id=principal.user_id,
+            prefer_shared=bool(principal.prefer_shared),
+            inflight=self.router.inflight,
+            session_key=session_key,
+            exclude=exclude,
+            pool_reserved=self.reservations.reserved(principal.user_id, quota_group),
+            kind_order=self._kind_order,
+        )
+
     # --- opening -------------------------------------------------------------
 
     async def _open(
@@ -215,8 +239,7 @@ class Gateway:
     ) -> Reply:
         """Try accounts until one produces a reply; raise a GatewayError if none does."""
         model = request.model
-        quota_group = self._config.quotas.group_of(model)
-        rows = self._serving(await self.router.candidates(principal, model, quota_group), model)
+        rows, quota_group = await self._candidates(principal, model)
         # The request in each backend's form, made when an account of that kind is first tried.
         first_kind = rows[0]["kind"] if rows else ANTIGRAVITY
         prepared_by_kind = {first_kind: await self._prepare(self._backends[first_kind], request)}
@@ -227,15 +250,8 @@ class Gateway:
         last_failure: UpstreamFailure | None = None
         ranking: Ranking | None = None
         for _attempt in range(self._config.upstream.max_attempts):
-            ranking = rank_candidates(
-                rows,
-                user_id=principal.user_id,
-                prefer_shared=bool(principal.prefer_shared),
-                inflight=self.router.inflight,
-                session_key=session_key,
-                exclude=frozenset(attempts.tried),
-                pool_reserved=self.reservations.reserved(principal.user_id, quota_group),
-                kind_order=self._kind_order,
+            ranking = self._rank(
+                principal, rows, quota_group, session_key=session_key, exclude=frozenset(attempts.tried)
             )
             if not ranking.accounts:
                 break
