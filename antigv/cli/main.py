@@ -35,7 +35,7 @@ from antigv.ops import serving
 from antigv.ops.embedded_pg import EmbeddedError, default_cluster, find_bindir
 from antigv.ops.logs import configure_logging
 from antigv.ops.metrics import MULTIPROC_ENV
-from antigv.protocols.admin.keys import parse_key_fields
+from antigv.protocols.admin.keys import check_expiry_ahead, parse_key_fields
 from antigv.protocols.auth import CACHE_TTL
 from antigv.protocols.web import optional_str
 from antigv.store import users
@@ -357,9 +357,7 @@ def key_fields(args: argparse.Namespace) -> dict[str, Any]:
         body["limits_locked"] = 1
     try:
         fields = parse_key_fields(body, creating=True)
-        expires_at = fields.get("expires_at")
-        if expires_at is not None and expires_at <= datetime.now(UTC):
-            raise InvalidRequest("expires_at is in the past", param="expires_at")
+        check_expiry_ahead(fields, datetime.now(UTC))
     except InvalidRequest as exc:
         option = f"{_KEY_OPTIONS[exc.param]}: " if exc.param in _KEY_OPTIONS else ""
         raise UsageError(f"key create: {option}{exc.message}") from None

@@ -34,6 +34,13 @@ _MODEL_MAX_LEN = 200
 _CREATE_FIELDS = ("name", *LIMIT_FIELDS, "limits_locked")
 
 
+def check_expiry_ahead(fields: dict[str, Any], now: datetime) -> None:
+    """A new key must not be born expired: a 400 when its ``expires_at`` is not after ``now``."""
+    expires_at: datetime | None = fields.get("expires_at")
+    if expires_at is not None and expires_at <= now:
+        raise InvalidRequest("expires_at is in the past", param="expires_at")
+
+
 def parse_key_fields(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     """The fields a create or update body sets, validated (a 400 names the field); an
     update's absent fields stay as they are and a null clears a limit."""
@@ -153,9 +160,7 @@ async def create_key(request: web.Request) -> web.Response:
     principal = request[PRINCIPAL]
     if "limits_locked" in fields and not principal.is_admin:
         raise Forbidden("only the admin may lock a key's limits", code="limits_locked")
-    expires_at: datetime | None = fields.get("expires_at")
-    if expires_at is not None and expires_at <= request.app[CLOCK].now():
-        raise InvalidRequest("expires_at is in the past", param="expires_at")
+    check_expiry_ahead(fields, request.app[CLOCK].now())
     created = await request.app[KEY_REPO].create(user_id, fields.pop("name"), fields)
     return api_ok(created, "store the api_key now: it is not shown again")
 
