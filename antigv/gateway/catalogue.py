@@ -90,6 +90,9 @@ class ModelCatalogue:
     def __init__(self, aliases: Mapping[str, str]) -> None:
         self._aliases = AliasTable(aliases)
         self._offers: dict[int, dict[str, ModelInfo]] = {}
+        # Union of every account's offers (the first account to list a model describes it),
+        # rebuilt as they change: the request path asks it several times per request.
+        self._known: dict[str, ModelInfo] = {}
         self._deprecations: dict[int, dict[str, str]] = {}
         self._moved: dict[str, str] = {}  # union of every account's deprecatedModelIds
         self._retired: dict[str, str | None] = {}  # id -> replacement, learnt from notices
@@ -101,6 +104,7 @@ class ModelCatalogue:
         if not isinstance(data, Mapping):
             return
         self._offers[account_id] = parse_models(data)
+        self._index()
         moves = parse_deprecations(data)
         if moves != self._deprecations.get(account_id):
             self._deprecations[account_id] = moves
@@ -111,6 +115,14 @@ class ModelCatalogue:
     def learn_offers(self, account_id: int, offers: Mapping[str, ModelInfo]) -> None:
         """Take in what a backend without ``fetchAvailableModels`` listed (a Gemini API key)."""
         self._offers[account_id] = dict(offers)
+        self._index()
+
+    def _index(self) -> None:
+        known: dict[str, ModelInfo] = {}
+        for offers in self._offers.values():
+            for name, model in offers.items():
+                known.setdefault(name, model)
+        self._known = known
 
     def offers(self, account_id: int, model: str) -> bool | None:
         """Whether the account offers ``model``; None when its listing was never read."""
@@ -155,14 +167,10 @@ class ModelCatalogue:
 
     def info(self, model: str) -> ModelInfo | None:
         """What any account's catalogue says about ``model``."""
-        for offers in self._offers.values():
-            found = offers.get(model)
-            if found is not None:
-                return found
-        return None
+        return self._known.get(model)
 
     def knows(self, model: str) -> bool:
-        return self.info(model) is not None
+        return model in self._known
 
     def has_read(self, account_id: int) -> bool:
         return account_id in self._offers
