@@ -19,6 +19,7 @@ import {
   notify,
   options,
   quotaMeter,
+  userLabel,
   when,
 } from "./dom.js";
 
@@ -118,7 +119,7 @@ function accountCard(account, ctx, owners, reload) {
       !key && account.tier ? [h("dt", {}, "Tier"), h("dd", {}, account.tier)] : null,
       h("dt", {}, "Added"),
       h("dd", {}, when(account.created_at)),
-      ctx.isAdmin ? [h("dt", {}, "Owner"), h("dd", {}, owner ? `${owner.name || "user"} (user ${owner.user_id})` : `user ${account.user_id}`)] : null,
+      ctx.isAdmin ? [h("dt", {}, "Owner"), h("dd", {}, owner ? userLabel(owner) : `user ${account.user_id}`)] : null,
     );
 
     const warnings = [];
@@ -587,7 +588,7 @@ function addAccountFlow(ctx, added) {
       opener = control;
       if (ctx.isAdmin) {
         const users = await ctx.users();
-        options(owner, [["", "Choose a user…"], ...users.map((user) => [user.user_id, `${user.name || "user"} (user ${user.user_id})`])], owner.value);
+        options(owner, [["", "Choose a user…"], ...users.map((user) => [user.user_id, userLabel(user)])], owner.value);
       }
       el.hidden = false;
       control.setAttribute("aria-expanded", "true");

@@ -2,7 +2,7 @@
 // write by hand, so no charting library is shipped. Colours come from the style sheet
 // (classes series-0..series-7), so the chart follows the light and dark themes.
 
-import { fmt, h, svg } from "./dom.js";
+import { fmt, h, nextId, svg } from "./dom.js";
 
 const WIDTH = 720;
 const HEIGHT = 260;
@@ -23,7 +23,7 @@ export function niceScale(max, ticks = 4) {
  * Returns a <figure> with the chart, its legend and the same figures as a table.
  */
 export function stackedBars({ days, series, unit, caption }) {
-  const titleId = `chart-${Math.random().toString(36).slice(2)}`;
+  const titleId = nextId("chart");
   const totals = days.map((_, i) => series.reduce((sum, s) => sum + (s.values[i] || 0), 0));
   const scale = niceScale(Math.max(0, ...totals));
   const plotW = WIDTH - MARGIN.left - MARGIN.right;

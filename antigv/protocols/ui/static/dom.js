@@ -83,6 +83,11 @@ export function nextId(prefix = "f") {
   return `${prefix}-${uid}`;
 }
 
+/** How a user is named in lists and pickers. */
+export function userLabel(user) {
+  return `${user.name || "user"} (user ${user.user_id})`;
+}
+
 /** A labelled form field: a label above an input (or select), an optional hint below. */
 export function field(labelText, input, hint) {
   if (!input.id) input.id = nextId("field");
@@ -248,7 +253,8 @@ export function confirmAction({ title, message, confirm = "Confirm", danger = tr
   });
 }
 
-async function copyText(input) {
+/** Copy an input's value; true when it was copied. */
+export async function copyText(input) {
   try {
     await navigator.clipboard.writeText(input.value);
     return true;

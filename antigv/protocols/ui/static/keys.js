@@ -2,7 +2,7 @@
 // a new key's secret is shown once.
 
 import { data, publicUrl } from "./api.js";
-import { badge, busy, button, clear, confirmAction, errorBox, field, fmt, h, notify, options, showSecret, when } from "./dom.js";
+import { badge, busy, button, clear, confirmAction, copyText, errorBox, field, fmt, h, nextId, notify, options, showSecret, userLabel, when } from "./dom.js";
 
 export const title = "Keys";
 
@@ -18,12 +18,7 @@ function copyRow(label, value) {
   const copy = button(
     "Copy",
     async () => {
-      try {
-        await navigator.clipboard.writeText(value);
-      } catch {
-        input.select();
-        document.execCommand("copy");
-      }
+      await copyText(input);
       notify(`${label} copied.`, "success");
     },
     { class: "secondary small", "aria-label": `Copy ${label}` },
@@ -174,7 +169,7 @@ function keyCard(key, ctx, owners, reload) {
       h("dd", {}, when(key.last_used_at)),
       h("dt", {}, "Created"),
       h("dd", {}, when(key.created_at)),
-      ctx.isAdmin ? [h("dt", {}, "Owner"), h("dd", {}, owner ? `${owner.name || "user"} (user ${owner.user_id})` : `user ${key.user_id}`)] : null,
+      ctx.isAdmin ? [h("dt", {}, "Owner"), h("dd", {}, owner ? userLabel(owner) : `user ${key.user_id}`)] : null,
     ),
     h("div", { class: "actions" }, edit, toggle, remove),
     editPanel,
@@ -201,7 +196,7 @@ function keyForm({ ctx, users, key, done }) {
   const error = h("div", {});
   const submit = h("button", { type: "submit", class: "primary" }, creating ? "Create the key" : "Save");
   const cancel = button("Cancel", () => api.onCancel && api.onCancel(), { class: "secondary" });
-  if (!locked.id) locked.id = `locked-${Math.random().toString(36).slice(2)}`;
+  locked.id = nextId("locked");
 
   const form = h(
     "form",
@@ -289,7 +284,7 @@ function keyForm({ ctx, users, key, done }) {
       form.reset();
       clear(error);
       if (creating && ctx.isAdmin) {
-        options(owner, [["", "Choose a user…"], ...users.map((user) => [user.user_id, `${user.name || "user"} (user ${user.user_id})`])]);
+        options(owner, [["", "Choose a user…"], ...users.map((user) => [user.user_id, userLabel(user)])]);
       }
     },
     focus() {

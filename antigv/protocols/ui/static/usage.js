@@ -3,7 +3,7 @@
 
 import { data } from "./api.js";
 import { stackedBars } from "./chart.js";
-import { badge, busy, button, clear, errorBox, field, fmt, h, options, quotaMeter } from "./dom.js";
+import { badge, busy, button, clear, errorBox, field, fmt, h, nextId, options, quotaMeter, userLabel } from "./dom.js";
 
 export const title = "Usage";
 
@@ -50,7 +50,7 @@ export async function render(root, ctx) {
   }
   if (ctx.isAdmin) {
     const users = await ctx.users();
-    options(userSelect, [["", "All users"], ...users.map((user) => [user.user_id, `${user.name || "user"} (user ${user.user_id})`])]);
+    options(userSelect, [["", "All users"], ...users.map((user) => [user.user_id, userLabel(user)])]);
     userSelect.addEventListener("change", fillKeys);
   }
   fillKeys();
@@ -203,7 +203,7 @@ export async function render(root, ctx) {
 }
 
 function metricSwitch(onChange) {
-  const name = `metric-${Math.random().toString(36).slice(2)}`;
+  const name = nextId("metric");
   const make = (value, label, checked) => {
     const input = h("input", { type: "radio", name, value, checked, id: `${name}-${value}` });
     input.addEventListener("change", onChange);
