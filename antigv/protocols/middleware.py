@@ -69,10 +69,10 @@ def _as_api_error(request: web.Request, exc: Exception, request_id: str) -> Gate
 
 
 def error_response(request: web.Request, error: GatewayError, request_id: str) -> web.Response:
-    surfaces = request.app[SURFACES]
-    status, body = surfaces.error_shape(request)(error)
+    claim = request.app[SURFACES].owner(request)
+    status, body = claim.shape(error)
     headers = {"X-Request-Id": request_id, **error.headers}
-    for name in surfaces.request_id_headers(request):
+    for name in claim.id_headers:
         headers[name] = request_id
     if error.retry_after is not None:
         # Rounding up: a client told to wait less than needed only earns another 429.

@@ -17,7 +17,7 @@ ErrorShape = Callable[[GatewayError], tuple[int, dict[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
-class _Claim:
+class Claim:
     prefix: str
     shape: ErrorShape
     # Headers that carry the request id besides X-Request-Id, as the surface's clients read it.
@@ -28,8 +28,8 @@ class _Claim:
 
 class Surfaces:
     def __init__(self, default: ErrorShape) -> None:
-        self._default = _Claim("", default, ())
-        self._claims: list[_Claim] = []
+        self._default = Claim("", default, ())
+        self._claims: list[Claim] = []
 
     def claim(
         self,
@@ -43,10 +43,11 @@ class Surfaces:
         answer errors in ``shape`` and, with ``request_id_header``, name the request id in
         that header too. The longest prefix wins, a header-bound claim before an open one."""
         ids = (request_id_header,) if request_id_header else ()
-        self._claims.append(_Claim(prefix, shape, ids, header))
+        self._claims.append(Claim(prefix, shape, ids, header))
         self._claims.sort(key=lambda claim: (len(claim.prefix), claim.header is not None), reverse=True)
 
-    def _owner(self, request: web.BaseRequest) -> _Claim:
+    def owner(self, request: web.BaseRequest) -> Claim:
+        """The claim that answers ``request``: its ``shape`` and ``id_headers``."""
         path, headers = request.path, request.headers
         return next(
             (
@@ -57,8 +58,5 @@ class Surfaces:
             self._default,
         )
 
-    def error_shape(self, request: web.BaseRequest) -> ErrorShape:
-        return self._owner(request).shape
-
     def request_id_headers(self, request: web.BaseRequest) -> tuple[str, ...]:
-        return self._owner(request).id_headers
+        return self.owner(request).id_headers

@@ -9,7 +9,7 @@ export const title = "Admin";
 const USERS_PAGE = 50;
 
 export async function render(root, ctx) {
-  const [info] = await Promise.all([data("GET", "ui/info")]);
+  const info = await data("GET", "ui/info");
   const usersBox = h("div", {});
   const low = lowQuotas();
   const pool = h("div", {});

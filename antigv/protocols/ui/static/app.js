@@ -23,9 +23,9 @@ function context() {
     me,
     isAdmin: Boolean(me && me.is_admin),
     signedInPrefix: (session.key() || "").slice(0, 10),
-    async users({ fresh = false } = {}) {
+    async users() {
       if (!me || !me.is_admin) return [];
-      if (!users || fresh) users = (await data("GET", "users", { query: { limit: 1000 } })).users;
+      if (!users) users = (await data("GET", "users", { query: { limit: 1000 } })).users;
       return users;
     },
     forgetUsers() {
