@@ -219,23 +219,17 @@ async def test_claude_thinking_and_tool_use_over_several_turns(e2e: E2E, stream:
     history: list[dict[str, Any]] = user("[[tool]] weather in Paris?")
 
     async def ask() -> Any:
+        params: dict[str, Any] = {
+            "model": OPUS_46,
+            "max_tokens": 8000,
+            "thinking": thinking,
+            "tools": [WEATHER],
+            "messages": history,
+            "extra_body": extra,
+        }
         if not stream:
-            return await anthropic_client.messages.create(
-                model=OPUS_46,
-                max_tokens=8000,
-                thinking=thinking,
-                tools=[WEATHER],
-                messages=history,
-                extra_body=extra,
-            )
-        async with anthropic_client.messages.stream(
-            model=OPUS_46,
-            max_tokens=8000,
-            thinking=thinking,
-            tools=[WEATHER],
-            messages=history,
-            extra_body=extra,
-        ) as events:
+            return await anthropic_client.messages.create(**params)
+        async with anthropic_client.messages.stream(**params) as events:
             return await events.get_final_message()
 
     for turn in range(3):  # a tool call, its result, an answer; then again on the same history
